@@ -1,0 +1,1 @@
+"""The blueprint format: model, quantities, safe loading and the dependency graph."""

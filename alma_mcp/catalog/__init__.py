@@ -1,0 +1,1 @@
+"""Catalogues of data shipped under resources/: blueprint templates."""

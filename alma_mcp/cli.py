@@ -1,0 +1,230 @@
+"""The ``alma-mcp`` command line: serve (stdio or HTTP), scripted tool calls, templates.
+
+Logs go to stderr only: over stdio, stdout belongs to the protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from alma_mcp import __version__
+from alma_mcp.errors import AlmaError, ConfigError, ToolNotFound
+from alma_mcp.settings import Settings, load_settings
+
+logger = logging.getLogger("alma_mcp")
+
+EXIT_OK = 0
+EXIT_TOOL_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+
+
+def claude_desktop_snippet() -> str:
+    """The ``claude_desktop_config.json`` entry that starts this server over stdio."""
+    command = sys.argv[0] if sys.argv and sys.argv[0].endswith("alma-mcp") else "alma-mcp"
+    return json.dumps({"mcpServers": {"alma": {"command": command, "args": ["serve"]}}}, indent=2)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alma-mcp",
+        description="Infrastructure as conversation: an MCP server for blueprints, reviewed changes and deploys.",
+    )
+    parser.add_argument("--version", action="version", version=f"alma-mcp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the MCP server (stdio by default, or HTTP)")
+    serve.add_argument("--transport", choices=["stdio", "http"], default="stdio")
+    serve.add_argument("--host", default=None, help="HTTP bind address (default ALMA_HTTP_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="HTTP port (default ALMA_HTTP_PORT, 8000)")
+    serve.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="serve HTTP on a non-loopback address without authentication (dangerous)",
+    )
+
+    call = sub.add_parser("call", help="run one tool in-process and print its structured result as JSON")
+    call.add_argument("tool", help="tool name, e.g. list_templates")
+    call.add_argument("--args", default="{}", help="tool arguments as a JSON object")
+
+    templates = sub.add_parser("templates", help="list or show blueprint templates")
+    tsub = templates.add_subparsers(dest="templates_command", metavar="ACTION", required=True)
+    tsub.add_parser("list", help="one line per template")
+    show = tsub.add_parser("show", help="print a template as YAML")
+    show.add_argument("name")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        settings = load_settings()
+    except ConfigError as err:
+        print(f"alma-mcp: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    _configure_logging(settings.log_level)
+    try:
+        if args.command == "serve":
+            return _serve(settings, args)
+        if args.command == "call":
+            return asyncio.run(_call(settings, args.tool, args.args))
+        return _templates(settings, args)
+    except AlmaError as err:
+        print(f"alma-mcp: {err}", file=sys.stderr)
+        return EXIT_TOOL_ERROR if not isinstance(err, ConfigError) else EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from alma_mcp.server.app import build_server
+    from alma_mcp.services import open_services
+
+    if args.transport == "stdio":
+        if sys.stdin.isatty():
+            print(_stdio_hint(), file=sys.stderr)
+        with open_services(settings, "stdio") as services:
+            asyncio.run(build_server(services).run_stdio_async())
+        return EXIT_OK
+
+    host = args.host or settings.http_host
+    port = settings.http_port if args.port is None else args.port
+    if not is_loopback(host) and not args.allow_unauthenticated:
+        print(
+            f"alma-mcp: refusing to serve HTTP on {host}: it is not a loopback address and authentication "
+            "is not configured. Bind 127.0.0.1, or pass --allow-unauthenticated if a trusted proxy "
+            "authenticates every request.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if not is_loopback(host):
+        logger.warning("SERVING HTTP ON %s WITHOUT AUTHENTICATION: anyone who can reach it can use it", host)
+    with open_services(settings, "http") as services:
+        asyncio.run(_serve_http(services, host, port))
+    return EXIT_OK
+
+
+def _stdio_hint() -> str:
+    return (
+        "alma-mcp is speaking MCP on stdin/stdout: an MCP client (Claude Desktop, an IDE agent) starts it.\n"
+        "To try it by hand, run:  alma-mcp serve --transport http\n"
+        "Claude Desktop (claude_desktop_config.json):\n" + claude_desktop_snippet() + "\n"
+        "Press Ctrl-D or Ctrl-C to stop."
+    )
+
+
+async def _serve_http(services: Any, host: str, port: int) -> None:
+    import uvicorn
+
+    from alma_mcp.server.app import build_server
+    from alma_mcp.web.app import create_app
+
+    app = create_app(services, build_server(services))
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            await task  # startup failed (port in use...): uvicorn has logged why
+            return
+        await asyncio.sleep(0.05)
+    bound_port = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
+    shown = f"[{host}]" if ":" in host else host
+    print(_http_banner(f"http://{shown}:{bound_port}"), file=sys.stderr, flush=True)
+    await task
+
+
+def _http_banner(base: str) -> str:
+    return (
+        f"alma-mcp {__version__} is serving MCP over HTTP\n"
+        f"  Streamable HTTP:  {base}/mcp\n"
+        f"  legacy SSE:       {base}/sse\n"
+        f"  health:           {base}/healthz\n"
+        "Connect a client, for example the MCP Inspector:\n"
+        f"  npx @modelcontextprotocol/inspector --cli {base}/mcp --method tools/list\n"
+        "or from Python (mcp>=2.3):\n"
+        f'  async with mcp.Client("{base}/mcp") as c: print(await c.list_tools())\n'
+        "Claude Desktop runs alma-mcp over stdio instead; add to claude_desktop_config.json:\n"
+        + claude_desktop_snippet()
+        + "\nPress Ctrl-C to stop."
+    )
+
+
+async def _call(settings: Settings, tool: str, raw_args: str) -> int:
+    try:
+        arguments = json.loads(raw_args)
+    except json.JSONDecodeError as exc:
+        print(f"alma-mcp: [cli.invalid_args] --args is not JSON: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not isinstance(arguments, dict):
+        print("alma-mcp: [cli.invalid_args] --args must be a JSON object", file=sys.stderr)
+        return EXIT_USAGE
+
+    from mcp import Client
+
+    from alma_mcp.server.app import build_server
+    from alma_mcp.services import open_services
+
+    with open_services(settings, "call") as services:
+        async with Client(build_server(services)) as client:
+            names = sorted(t.name for t in (await client.list_tools()).tools)
+            if tool not in names:
+                raise ToolNotFound(
+                    f"no tool {tool!r}; available: {', '.join(names)}", data={"available": names}
+                )
+            result = await client.call_tool(tool, arguments)
+    if result.is_error:
+        text = " ".join(c.text for c in result.content if c.type == "text")
+        print(text, file=sys.stderr)
+        return EXIT_TOOL_ERROR
+    payload = result.structured_content
+    if payload is None:
+        payload = {"content": [c.model_dump(mode="json", by_alias=True) for c in result.content]}
+    print(json.dumps(payload, indent=2, sort_keys=False))
+    return EXIT_OK
+
+
+def _templates(settings: Settings, args: argparse.Namespace) -> int:
+    import yaml
+
+    from alma_mcp.services import load_catalog
+
+    catalog = load_catalog(settings)
+    if args.templates_command == "list":
+        for info in catalog.search():
+            print(
+                f"{info.name:22} {info.category:14} {info.complexity:9} "
+                f"{info.resource_count:3} resources  {info.estimated_cost}"
+            )
+        return EXIT_OK
+    print(yaml.safe_dump(catalog.get(args.name).to_data(), sort_keys=False), end="")
+    return EXIT_OK

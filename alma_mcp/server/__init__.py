@@ -1,0 +1,1 @@
+"""MCP wiring: the server factory, tools, resources and completions over the domain."""

@@ -1,0 +1,43 @@
+"""The server factory: one ``MCPServer`` per call, wired to already-opened services."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from mcp.server import MCPServer
+
+from alma_mcp import __version__
+from alma_mcp.server import completions, resources, templates
+from alma_mcp.services import Services
+
+INSTRUCTIONS = """\
+alma-mcp designs, checks and deploys infrastructure described as blueprints (YAML/JSON, format v1).
+Start from a template: list_templates, then read alma://templates/{name} or derive a new blueprint
+with customize_template. The blueprint format's JSON Schema is at alma://schema/blueprint.
+Tool errors start with a stable code in brackets, e.g. [template.not_found], followed by what is
+allowed; correct the call and retry. Nothing is deployed without an approved change request.
+"""
+
+
+def build_server(services: Services) -> MCPServer[Services]:
+    """A fully wired server; the caller owns ``services`` and keeps them open while it runs."""
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[Services]) -> AsyncIterator[Services]:
+        yield services
+
+    server: MCPServer[Services] = MCPServer(
+        "alma-mcp",
+        title="alma-mcp: infrastructure as conversation",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        warn_on_duplicate_tools=True,
+        warn_on_duplicate_resources=True,
+        warn_on_duplicate_prompts=True,
+    )
+    wired: Any = server
+    templates.register(wired, services)
+    resources.register(wired, services)
+    completions.register(wired, services)
+    return server

@@ -1,0 +1,1 @@
+"""The Starlette side app: MCP over Streamable HTTP and SSE, health, and (later) REST and metrics."""

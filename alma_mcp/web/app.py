@@ -1,0 +1,55 @@
+"""``create_app``: the HTTP side app around one MCP server.
+
+Routes: ``/mcp`` (Streamable HTTP, both protocol eras), ``/sse`` + ``/messages/`` (legacy SSE),
+``/healthz``. The MCP session manager runs inside this app's lifespan (a mounted sub-app's lifespan
+never runs). Host and Origin checks stay on: loopback names are always allowed, plus whatever
+``ALMA_ALLOWED_HOSTS`` / ``ALMA_ALLOWED_ORIGINS`` add.
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from mcp.server import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from alma_mcp import __version__
+from alma_mcp.services import Services
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+def transport_security(services: Services) -> TransportSecuritySettings:
+    """DNS-rebinding protection with loopback plus the configured hosts and origins."""
+    settings = services.settings
+    hosts = [f"{h}:*" for h in LOOPBACK_HOSTS]
+    origins = [f"{scheme}://{h}:*" for h in LOOPBACK_HOSTS for scheme in ("http", "https")]
+    for host in settings.allowed_hosts:
+        hosts.extend([host] if ":" in host.strip("[]") or host.endswith("]") else [host, f"{host}:*"])
+    origins.extend(settings.allowed_origins)
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
+    )
+
+
+def create_app(services: Services, server: MCPServer[Services]) -> Starlette:
+    """The side app. Build a fresh one per process (the session manager runs once per instance)."""
+    security = transport_security(services)
+    http_app = server.streamable_http_app(streamable_http_path="/mcp", transport_security=security)
+    sse_app = server.sse_app(sse_path="/sse", message_path="/messages/", transport_security=security)
+
+    async def healthz(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        async with server.session_manager.run():
+            yield
+
+    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
+    routes.extend(http_app.routes)
+    routes.extend(sse_app.routes)
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,69 @@
+"""Reference integrity and cycles, in linear time."""
+
+from typing import Any
+
+import pytest
+
+from alma_mcp.blueprint.graph import (
+    check_integrity,
+    cycle_issues,
+    reference_issues,
+    strongly_connected_components,
+)
+from alma_mcp.blueprint.loader import load_blueprint
+from alma_mcp.blueprint.model import Blueprint
+from alma_mcp.errors import BlueprintError
+
+
+def bp(*resources: dict[str, Any]) -> Blueprint:
+    full = [{"type": "compute", "provider": "simulation", **r} for r in resources]
+    return load_blueprint({"name": "g", "resources": full})
+
+
+def test_a_clean_blueprint_has_no_issues() -> None:
+    check_integrity(bp({"name": "db"}, {"name": "web", "dependencies": ["db"]}))
+
+
+def test_reference_problems_are_each_reported_at_their_pointer() -> None:
+    blueprint = bp(
+        {"name": "a", "dependencies": ["a", "ghost", "b", "b"]},
+        {"name": "b"},
+        {"name": "b"},
+        {"name": "lb", "type": "load_balancer", "specs": {"backends": ["nope"], "networks": ["net"]}},
+    )
+    assert [(i.code, i.path) for i in reference_issues(blueprint)] == [
+        ("blueprint.duplicate_name", "/resources/2/name"),
+        ("blueprint.self_dependency", "/resources/0/dependencies/0"),
+        ("blueprint.unknown_dependency", "/resources/0/dependencies/1"),
+        ("blueprint.duplicate_dependency", "/resources/0/dependencies/3"),
+        ("blueprint.unknown_reference", "/resources/3/specs/backends/0"),
+        ("blueprint.unknown_reference", "/resources/3/specs/networks/0"),
+    ]
+
+
+def test_each_cycle_is_reported_once_with_its_path() -> None:
+    blueprint = bp(
+        {"name": "a", "dependencies": ["b"]},
+        {"name": "b", "dependencies": ["c"]},
+        {"name": "c", "dependencies": ["a"]},
+        {"name": "x", "dependencies": ["y"]},
+        {"name": "y", "dependencies": ["x"]},
+        {"name": "z", "dependencies": ["a"]},
+    )
+    issues = cycle_issues(blueprint)
+    assert [(i.code, i.path, i.message) for i in issues] == [
+        ("blueprint.cycle", "/resources/0/dependencies", "dependency cycle: a -> b -> c -> a"),
+        ("blueprint.cycle", "/resources/3/dependencies", "dependency cycle: x -> y -> x"),
+    ]
+    with pytest.raises(BlueprintError) as info:
+        check_integrity(blueprint)
+    assert info.value.message == "dependency cycle: a -> b -> c -> a at /resources/0/dependencies (and 1 more)"
+
+
+def test_a_long_chain_does_not_hit_the_recursion_limit() -> None:
+    n = 20_000
+    graph = {f"r{i}": [f"r{i + 1}"] if i + 1 < n else [] for i in range(n)}
+    components = strongly_connected_components(graph)
+    assert len(components) == n
+    graph["r19999"] = ["r0"]
+    assert [len(c) for c in strongly_connected_components(graph)] == [n]
