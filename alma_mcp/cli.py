@@ -91,7 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"alma-mcp: {err}", file=sys.stderr)
         return EXIT_USAGE
-    _configure_logging(settings.log_level)
+    # A one-shot command's stderr is for its answer; chatter only when ALMA_LOG_LEVEL asks for it.
+    quiet = args.command != "serve" and "log_level" not in settings.model_fields_set
+    _configure_logging("WARNING" if quiet else settings.log_level)
     try:
         if args.command == "serve":
             return _serve(settings, args)
@@ -194,14 +196,14 @@ async def _call(settings: Settings, tool: str, raw_args: str) -> int:
     from alma_mcp.server.app import build_server
     from alma_mcp.services import open_services
 
+    result = None
     with open_services(settings, "call") as services:
         async with Client(build_server(services)) as client:
             names = sorted(t.name for t in (await client.list_tools()).tools)
-            if tool not in names:
-                raise ToolNotFound(
-                    f"no tool {tool!r}; available: {', '.join(names)}", data={"available": names}
-                )
-            result = await client.call_tool(tool, arguments)
+            if tool in names:
+                result = await client.call_tool(tool, arguments)
+    if result is None:
+        raise ToolNotFound(f"no tool {tool!r}; available: {', '.join(names)}", data={"available": names})
     if result.is_error:
         text = " ".join(c.text for c in result.content if c.type == "text")
         print(text, file=sys.stderr)

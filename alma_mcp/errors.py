@@ -4,7 +4,7 @@ Every failure a caller can act on is an ``AlmaError``. Its ``code`` never change
 clients match on it. ``str(error)`` is ``"[code] message"``, which is exactly the text a tool error
 carries to the model.
 
-    AlmaError
+    AlmaError                         alma.error              base class; never raised itself
     ├── ConfigError                   config.invalid          a setting or data file is wrong at start-up
     ├── BlueprintError                blueprint.invalid       a blueprint failed validation (carries issues)
     │   ├── BlueprintParseError       blueprint.parse_error   text is neither YAML nor JSON, or not a mapping

@@ -73,8 +73,9 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = []
+        problems: dict[str, str] = {}
         for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
-            problems.append(f"ALMA_{field.upper()}: {err['msg']} (got {err.get('input')!r})")
-        raise ConfigError("; ".join(problems), data={"fields": [p.split(":")[0] for p in problems]}) from exc
+            var = f"ALMA_{str(err['loc'][0]).upper()}" if err["loc"] else "ALMA_?"
+            problems.setdefault(var, f"{var}: {err['msg']} (got {err.get('input')!r})")
+        ordered = sorted(problems)
+        raise ConfigError("; ".join(problems[v] for v in ordered), data={"fields": ordered}) from exc

@@ -93,9 +93,7 @@ class Store:
         """Insert this run's row and return its id."""
         with self.atomic() as db:
             table = db.table("server_runs")
-            table.insert(
-                {"version": version, "transport": transport, "pid": os.getpid(), "started_at": utc_now()}
-            )
+            table.insert({"version": version, "transport": transport, "pid": os.getpid(), "started_at": utc_now()})
             return int(table.last_pk)  # type: ignore[arg-type]
 
     def record_stop(self, run_id: int) -> None:

@@ -30,8 +30,12 @@ def test_yaml_and_json_and_objects_load_to_the_same_blueprint() -> None:
     data: dict[str, Any] = {
         "name": "shop",
         "resources": [
-            {"name": "web", "type": "compute", "provider": "proxmox",
-             "specs": {"cpu": 2, "memory": "4096MB", "storage": "50Gi"}}
+            {
+                "name": "web",
+                "type": "compute",
+                "provider": "proxmox",
+                "specs": {"cpu": 2, "memory": "4096MB", "storage": "50Gi"},
+            }
         ],
     }
     assert load_blueprint(json.dumps(data)) == from_yaml
@@ -111,7 +115,7 @@ def test_a_document_that_is_not_a_mapping_is_a_parse_error(text: str, kind: str)
     assert kind in info.value.message
 
 
-@pytest.mark.parametrize("text", ["name: [unclosed", "a: b: c", "{\"name\": \"a\",,}", "[1, 2", "key: 'unterminated"])
+@pytest.mark.parametrize("text", ["name: [unclosed", "a: b: c", '{"name": "a",,}', "[1, 2", "key: 'unterminated"])
 def test_malformed_text_is_a_parse_error_with_a_location(text: str) -> None:
     with pytest.raises(BlueprintParseError) as info:
         load_blueprint(text)
@@ -164,8 +168,12 @@ def test_every_schema_problem_is_reported_with_its_code_and_pointer() -> None:
 
 def test_a_list_where_an_object_belongs_names_the_path() -> None:
     with pytest.raises(BlueprintError) as info:
-        load_blueprint({"name": "x", "resources": [{"name": "a", "type": "compute", "provider": "docker",
-                                                    "specs": ["cpu", 2]}]})
+        load_blueprint(
+            {
+                "name": "x",
+                "resources": [{"name": "a", "type": "compute", "provider": "docker", "specs": ["cpu", 2]}],
+            }
+        )
     assert [(i.code, i.path) for i in info.value.issues] == [("blueprint.invalid_type", "/resources/0/specs")]
 
 
@@ -177,18 +185,38 @@ def test_unicode_look_alike_names_are_invalid() -> None:
 
 
 def test_spec_aliases_read_the_original_format() -> None:
-    bp = load_blueprint({"name": "x", "resources": [
-        {"name": "lb", "type": "load_balancer", "provider": "proxmox", "specs": {"type": "http", "size": "1GB"}}
-    ]})
+    bp = load_blueprint(
+        {
+            "name": "x",
+            "resources": [
+                {
+                    "name": "lb",
+                    "type": "load_balancer",
+                    "provider": "proxmox",
+                    "specs": {"type": "http", "size": "1GB"},
+                }
+            ],
+        }
+    )
     assert bp.resources[0].specs.kind == "http"
     assert bp.resources[0].specs.storage == 1024
 
 
 def test_an_alias_and_its_canonical_key_together_are_refused() -> None:
     with pytest.raises(BlueprintError) as info:
-        load_blueprint({"name": "x", "resources": [
-            {"name": "lb", "type": "load_balancer", "provider": "proxmox", "specs": {"type": "http", "kind": "tcp"}}
-        ]})
+        load_blueprint(
+            {
+                "name": "x",
+                "resources": [
+                    {
+                        "name": "lb",
+                        "type": "load_balancer",
+                        "provider": "proxmox",
+                        "specs": {"type": "http", "kind": "tcp"},
+                    }
+                ],
+            }
+        )
     assert [(i.code, i.path) for i in info.value.issues] == [("blueprint.duplicate_field", "/resources/0/specs")]
 
 

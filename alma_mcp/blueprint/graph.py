@@ -33,9 +33,7 @@ def reference_issues(blueprint: Blueprint) -> list[Issue]:
         for j, dep in enumerate(res.dependencies):
             path = f"/resources/{i}/dependencies/{j}"
             if dep == res.name:
-                issues.append(
-                    Issue(code="blueprint.self_dependency", path=path, message=f"'{dep}' depends on itself")
-                )
+                issues.append(Issue(code="blueprint.self_dependency", path=path, message=f"'{dep}' depends on itself"))
             elif dep not in first_index:
                 issues.append(
                     Issue(

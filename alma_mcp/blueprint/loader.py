@@ -40,6 +40,9 @@ class Limits:
     max_resources: int = 10_000
 
 
+DEFAULT_LIMITS = Limits()
+
+
 class _LimitExceeded(Exception):
     def __init__(self, error: BlueprintError) -> None:
         super().__init__(str(error))
@@ -49,17 +52,17 @@ class _LimitExceeded(Exception):
 class _BoundedLoader(yaml.SafeLoader):
     """SafeLoader that tracks depth and expanded size while composing, and rejects duplicate keys."""
 
-    limits: Limits = Limits()
+    limits: Limits = DEFAULT_LIMITS
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
         self._sizes: dict[int, int] = {}
 
-    def compose_node(self, parent: Node | None, index: object) -> Node | None:  # type: ignore[override]
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
         self._depth += 1
         if self._depth > self.limits.max_depth:
-            mark = self.peek_event().start_mark
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
             raise _LimitExceeded(
                 BlueprintTooDeep(
                     f"document nests deeper than {self.limits.max_depth} levels "
@@ -68,7 +71,7 @@ class _BoundedLoader(yaml.SafeLoader):
                 )
             )
         is_alias = self.check_event(yaml.AliasEvent)
-        node = cast("Node | None", super().compose_node(parent, index))  # type: ignore[no-untyped-call]
+        node = super().compose_node(parent, index)
         self._depth -= 1
         if node is not None:
             self._account(node, is_alias)
@@ -107,7 +110,7 @@ class _BoundedLoader(yaml.SafeLoader):
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             if isinstance(key, list | dict):
                 continue  # unhashable keys fail in the base class with their own message
             if key in seen:
@@ -146,7 +149,7 @@ def _json_depth_and_size(value: Any, limits: Limits) -> None:
             stack.extend((v, depth + 1) for v in item)
 
 
-def parse_document(text: str, limits: Limits = Limits()) -> Any:
+def parse_document(text: str, limits: Limits = DEFAULT_LIMITS) -> Any:
     """Parse YAML or JSON text within the limits; returns plain data.
 
     Raises:
@@ -176,7 +179,7 @@ def parse_document(text: str, limits: Limits = Limits()) -> Any:
             return data
     loader = _bounded_loader(limits)(text)
     try:
-        return loader.get_single_data()  # type: ignore[no-untyped-call]
+        return loader.get_single_data()
     except _LimitExceeded as exc:
         raise exc.error from None
     except RecursionError as exc:  # pragma: no cover - max_depth is capped well below the recursion limit
@@ -186,7 +189,7 @@ def parse_document(text: str, limits: Limits = Limits()) -> Any:
             f"not valid YAML or JSON: {_yaml_message(exc)}", data={"reason": _yaml_message(exc)}
         ) from None
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        loader.dispose()
 
 
 def _yaml_message(exc: yaml.YAMLError) -> str:
@@ -265,7 +268,7 @@ def _inner_model(annotation: Any) -> Any:
     return None
 
 
-def load_blueprint(source: str | Mapping[str, Any], limits: Limits = Limits()) -> Blueprint:
+def load_blueprint(source: str | Mapping[str, Any], limits: Limits = DEFAULT_LIMITS) -> Blueprint:
     """A ``Blueprint`` from YAML/JSON text or plain data, with every schema problem reported.
 
     Raises:
@@ -284,8 +287,7 @@ def load_blueprint(source: str | Mapping[str, Any], limits: Limits = Limits()) -
     resources = data.get("resources")
     if isinstance(resources, list) and len(resources) > limits.max_resources:
         raise BlueprintTooManyResources(
-            f"blueprint declares {len(resources)} resources; the limit is {limits.max_resources} "
-            "(ALMA_MAX_RESOURCES)",
+            f"blueprint declares {len(resources)} resources; the limit is {limits.max_resources} (ALMA_MAX_RESOURCES)",
             data={"count": len(resources), "limit": limits.max_resources},
         )
     try:
@@ -294,6 +296,4 @@ def load_blueprint(source: str | Mapping[str, Any], limits: Limits = Limits()) -
         issues = issues_from_validation(exc, Blueprint, data)
         first = issues[0]
         more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
-        raise BlueprintError(
-            f"{first.message} at {first.path or '/'}{more}", issues=issues
-        ) from None
+        raise BlueprintError(f"{first.message} at {first.path or '/'}{more}", issues=issues) from None

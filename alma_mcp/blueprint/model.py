@@ -255,8 +255,7 @@ class Specs(_Strict):
                 if canonical in out:
                     raise PydanticCustomError(
                         "blueprint.duplicate_field",
-                        "specs has both '{alias}' and '{canonical}'; '{alias}' is an alias of "
-                        "'{canonical}', keep one",
+                        "specs has both '{alias}' and '{canonical}'; '{alias}' is an alias of '{canonical}', keep one",
                         {"alias": alias, "canonical": canonical},
                     )
                 out[canonical] = out.pop(alias)

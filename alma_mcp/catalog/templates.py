@@ -18,7 +18,7 @@ from typing import Any, Final
 from pydantic import BaseModel, ConfigDict
 
 from alma_mcp.blueprint.graph import check_integrity
-from alma_mcp.blueprint.loader import Limits, load_blueprint
+from alma_mcp.blueprint.loader import DEFAULT_LIMITS, Limits, load_blueprint
 from alma_mcp.blueprint.model import Blueprint, Environment, ResourceType, normalise_environment
 from alma_mcp.blueprint.quantities import format_cpu, format_mib, parse_cpu, parse_size_mib
 from alma_mcp.errors import (
@@ -69,7 +69,7 @@ class TemplateCatalog:
         self._aliases = dict(aliases)
 
     @classmethod
-    def from_directory(cls, folder: Path, limits: Limits = Limits()) -> TemplateCatalog:
+    def from_directory(cls, folder: Path, limits: Limits = DEFAULT_LIMITS) -> TemplateCatalog:
         """Load and validate every ``*.yaml`` file in ``folder``.
 
         Raises:
@@ -156,7 +156,7 @@ class TemplateCatalog:
         description: str | None = None,
         scale_factor: float | None = None,
         parameters: Mapping[str, Any] | None = None,
-        limits: Limits = Limits(),
+        limits: Limits = DEFAULT_LIMITS,
     ) -> tuple[Blueprint, list[str]]:
         """A new blueprint derived from a template, and a line per change made.
 
@@ -185,6 +185,10 @@ class TemplateCatalog:
             changes.extend(_apply_scale(data, _check_scale(scale_factor)))
         changes.extend(_apply_parameters(data, params))
         meta = data.setdefault("metadata", {})
+        # A derived blueprint is not the template: it claims no alias, and the template's declared
+        # cost range no longer describes it.
+        meta.pop("aliases", None)
+        meta.pop("estimated_cost", None)
         meta["customized"] = True
         meta["base_template"] = base.name
         try:
@@ -297,4 +301,3 @@ def _apply_parameters(data: dict[str, Any], params: Mapping[str, Any]) -> list[s
         data.setdefault("metadata", {})["environment"] = env
         changes.append(f"environment -> {env}")
     return changes
-

@@ -19,7 +19,7 @@ MAX_COMPLETIONS = 100  # the protocol's cap on values per completion
 def register(server: MCPServer[Any], services: Services) -> None:
     names = sorted({*services.catalog.names(), *services.catalog.aliases()})
 
-    @server.completion()
+    @server.completion()  # type: ignore[untyped-decorator, no-untyped-call]
     async def complete(
         ref: PromptReference | ResourceTemplateReference,
         argument: CompletionArgument,
@@ -33,6 +33,4 @@ def register(server: MCPServer[Any], services: Services) -> None:
         if not wants_template:
             return None
         matches = [n for n in names if n.startswith(argument.value.lower())]
-        return Completion(
-            values=matches[:MAX_COMPLETIONS], total=len(matches), has_more=len(matches) > MAX_COMPLETIONS
-        )
+        return Completion(values=matches[:MAX_COMPLETIONS], total=len(matches), has_more=len(matches) > MAX_COMPLETIONS)

@@ -35,11 +35,13 @@ def register(server: MCPServer[Any], services: Services) -> None:
     @coded_errors
     def list_templates(
         category: Annotated[
-            str | None, Field(description="web, database, microservices, data, ml, security, networking, monitoring")
+            str | None,
+            Field(description="web, database, microservices, data, ml, security, networking, monitoring"),
         ] = None,
         complexity: Annotated[str | None, Field(description="simple, medium or advanced")] = None,
         query: Annotated[
-            str | None, Field(description="Case-insensitive text to find in name or description", max_length=200)
+            str | None,
+            Field(description="Case-insensitive text to find in name or description", max_length=200),
         ] = None,
     ) -> TemplateList:
         """List the blueprint templates (name, description, category, complexity, resource count,
@@ -54,7 +56,9 @@ def register(server: MCPServer[Any], services: Services) -> None:
     def customize_template(
         template: Annotated[str, Field(description="Template name or alias (see list_templates)", max_length=100)],
         name: Annotated[str | None, Field(description="Name of the new blueprint (DNS-1123 label)")] = None,
-        description: Annotated[str | None, Field(description="Description of the new blueprint", max_length=2000)] = None,
+        description: Annotated[
+            str | None, Field(description="Description of the new blueprint", max_length=2000)
+        ] = None,
         scale_factor: Annotated[
             float | None, Field(description="Multiply every cpu and memory size by this, in (0, 100]")
         ] = None,

@@ -40,7 +40,7 @@ def coded_errors(fn: Callable[P, R]) -> Callable[P, R | CallToolResult]:
             except AlmaError as err:
                 return error_result(err)
 
-        return async_wrapper
+        return async_wrapper  # type: ignore[return-value]
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | CallToolResult:

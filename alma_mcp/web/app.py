@@ -18,26 +18,25 @@ from starlette.routing import BaseRoute, Route
 
 from alma_mcp import __version__
 from alma_mcp.services import Services
+from alma_mcp.settings import Settings
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
-def transport_security(services: Services) -> TransportSecuritySettings:
+def transport_security(settings: Settings) -> TransportSecuritySettings:
     """DNS-rebinding protection with loopback plus the configured hosts and origins."""
-    settings = services.settings
     hosts = [f"{h}:*" for h in LOOPBACK_HOSTS]
     origins = [f"{scheme}://{h}:*" for h in LOOPBACK_HOSTS for scheme in ("http", "https")]
     for host in settings.allowed_hosts:
-        hosts.extend([host] if ":" in host.strip("[]") or host.endswith("]") else [host, f"{host}:*"])
+        # "name" admits the name on any port; "name:port" admits exactly that.
+        hosts.extend([host] if host.rsplit(":", 1)[-1].isdigit() else [host, f"{host}:*"])
     origins.extend(settings.allowed_origins)
-    return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
-    )
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
 
 
 def create_app(services: Services, server: MCPServer[Services]) -> Starlette:
     """The side app. Build a fresh one per process (the session manager runs once per instance)."""
-    security = transport_security(services)
+    security = transport_security(services.settings)
     http_app = server.streamable_http_app(streamable_http_path="/mcp", transport_security=security)
     sse_app = server.sse_app(sse_path="/sse", message_path="/messages/", transport_security=security)
 
