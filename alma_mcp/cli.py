@@ -10,6 +10,8 @@ import asyncio
 import ipaddress
 import json
 import logging
+import os
+import shutil
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -36,7 +38,9 @@ def _configure_logging(level: str) -> None:
 
 def claude_desktop_snippet() -> str:
     """The ``claude_desktop_config.json`` entry that starts this server over stdio."""
-    command = sys.argv[0] if sys.argv and sys.argv[0].endswith("alma-mcp") else "alma-mcp"
+    # The absolute path of this very executable: Claude Desktop does not search the virtualenv's PATH.
+    found = shutil.which(sys.argv[0]) if sys.argv and sys.argv[0].endswith("alma-mcp") else None
+    command = os.path.abspath(found) if found else shutil.which("alma-mcp") or "alma-mcp"
     return json.dumps({"mcpServers": {"alma": {"command": command, "args": ["serve"]}}}, indent=2)
 
 

@@ -1,7 +1,7 @@
 """Safe, bounded loading of blueprint documents from YAML or JSON text, or from plain data.
 
 Each limit has its own error code so a caller knows which one it hit: size (checked before any
-parsing), nesting depth (checked while composing, before Python's recursion limit can be reached),
+parsing), nesting depth (checked on the event stream, before anything is composed),
 expanded node count (YAML aliases counted at their expanded size, which stops "billion laughs"),
 and resource count. Duplicate mapping keys are parse errors: PyYAML would silently keep the last.
 """
@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import yaml
 from pydantic import BaseModel, ValidationError
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import MappingNode
 
 from alma_mcp.blueprint.model import Blueprint
 from alma_mcp.errors import (
@@ -43,69 +43,13 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-class _LimitExceeded(Exception):
-    def __init__(self, error: BlueprintError) -> None:
-        super().__init__(str(error))
-        self.error = error
+# libyaml parses and composes in C when it is installed (it is in PyYAML's wheels); the pure-Python
+# classes are the fallback. Construction, where duplicate keys are caught, is Python in both.
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """SafeLoader that tracks depth and expanded size while composing, and rejects duplicate keys."""
-
-    limits: Limits = DEFAULT_LIMITS
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-        self._sizes: dict[int, int] = {}
-
-    def compose_node(self, parent: Node | None, index: int) -> Node | None:
-        self._depth += 1
-        if self._depth > self.limits.max_depth:
-            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-            raise _LimitExceeded(
-                BlueprintTooDeep(
-                    f"document nests deeper than {self.limits.max_depth} levels "
-                    f"(line {mark.line + 1}); flatten it or raise ALMA_MAX_DEPTH",
-                    data={"limit": self.limits.max_depth, "line": mark.line + 1},
-                )
-            )
-        is_alias = self.check_event(yaml.AliasEvent)
-        node = super().compose_node(parent, index)
-        self._depth -= 1
-        if node is not None:
-            self._account(node, is_alias)
-        return node
-
-    def _account(self, node: Node, is_alias: bool) -> None:
-        key = id(node)
-        if is_alias:
-            if key not in self._sizes:
-                raise _LimitExceeded(
-                    BlueprintAliasBomb(
-                        "a YAML alias refers to its own enclosing anchor (a recursive document); "
-                        "write the data out instead",
-                        data={"limit": self.limits.max_nodes},
-                    )
-                )
-            return
-        if isinstance(node, ScalarNode):
-            size = 1
-        elif isinstance(node, SequenceNode):
-            size = 1 + sum(self._sizes.get(id(child), 1) for child in node.value)
-        elif isinstance(node, MappingNode):
-            size = 1 + sum(self._sizes.get(id(k), 1) + self._sizes.get(id(v), 1) for k, v in node.value)
-        else:  # pragma: no cover - PyYAML has no other node kinds
-            size = 1
-        if size > self.limits.max_nodes:
-            raise _LimitExceeded(
-                BlueprintAliasBomb(
-                    f"document expands to more than {self.limits.max_nodes} nodes once YAML aliases "
-                    "are followed; remove the aliases or split the document",
-                    data={"limit": self.limits.max_nodes},
-                )
-            )
-        self._sizes[key] = size
+class _NoDuplicateKeysLoader(_BaseLoader):  # type: ignore[valid-type, misc]
+    """Safe loader that refuses duplicate mapping keys instead of keeping the last one."""
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -122,8 +66,58 @@ class _BoundedLoader(yaml.SafeLoader):
         return cast("dict[Any, Any]", super().construct_mapping(node, deep=deep))
 
 
-def _bounded_loader(limits: Limits) -> type[_BoundedLoader]:
-    return type("BoundedLoader", (_BoundedLoader,), {"limits": limits})
+def _check_events(text: str, limits: Limits) -> None:
+    """Depth and expanded size from the event stream, before anything is composed.
+
+    Each open collection keeps a running count of the nodes it holds; an alias adds the full size
+    of its anchored node, so nested aliases ("billion laughs") are counted at their expanded size
+    without expanding anything. An alias to a still-open anchor is a recursive document.
+    """
+    open_sizes: list[int] = []
+    open_anchors: list[str | None] = []
+    sizes: dict[str, int] = {}
+    for event in yaml.parse(text, Loader=_BaseLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(open_sizes) >= limits.max_depth:
+                line = event.start_mark.line + 1 if event.start_mark is not None else 0
+                raise BlueprintTooDeep(
+                    f"document nests deeper than {limits.max_depth} levels (line {line}); "
+                    "flatten it or raise ALMA_MAX_DEPTH",
+                    data={"limit": limits.max_depth, "line": line},
+                )
+            open_sizes.append(1)
+            open_anchors.append(event.anchor)
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            size = open_sizes.pop()
+            anchor = open_anchors.pop()
+            if anchor is not None:
+                sizes[anchor] = size
+        elif isinstance(event, yaml.ScalarEvent):
+            size = 1
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+        elif isinstance(event, yaml.AliasEvent):
+            if event.anchor in open_anchors:
+                raise BlueprintAliasBomb(
+                    "a YAML alias refers to its own enclosing anchor (a recursive document); "
+                    "write the data out instead",
+                    data={"limit": limits.max_nodes},
+                )
+            size = sizes.get(event.anchor or "", 1)  # an undefined alias fails in the composer
+        else:
+            continue
+        if open_sizes:
+            open_sizes[-1] += size
+            total = open_sizes[-1]
+        else:
+            total = size
+        if total > limits.max_nodes:
+            raise BlueprintAliasBomb(
+                f"document expands to more than {limits.max_nodes} nodes once YAML aliases "
+                "are followed; remove the aliases or split the document",
+                data={"limit": limits.max_nodes},
+            )
 
 
 def _json_depth_and_size(value: Any, limits: Limits) -> None:
@@ -177,19 +171,13 @@ def parse_document(text: str, limits: Limits = DEFAULT_LIMITS) -> Any:
         else:
             _json_depth_and_size(data, limits)
             return data
-    loader = _bounded_loader(limits)(text)
     try:
-        return loader.get_single_data()
-    except _LimitExceeded as exc:
-        raise exc.error from None
-    except RecursionError as exc:  # pragma: no cover - max_depth is capped well below the recursion limit
-        raise BlueprintTooDeep("document nests too deeply", data={"limit": limits.max_depth}) from exc
+        _check_events(text, limits)
+        return yaml.load(text, Loader=_NoDuplicateKeysLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise BlueprintParseError(
             f"not valid YAML or JSON: {_yaml_message(exc)}", data={"reason": _yaml_message(exc)}
         ) from None
-    finally:
-        loader.dispose()
 
 
 def _yaml_message(exc: yaml.YAMLError) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
@@ -44,6 +44,7 @@ PARAMETERS: Final[Mapping[str, str]] = MappingProxyType(
     }
 )
 MAX_SCALE_FACTOR: Final = 100.0
+MIN_MEMORY_MIB: Final = 64
 
 
 class TemplateInfo(BaseModel):
@@ -271,28 +272,23 @@ def _apply_parameters(data: dict[str, Any], params: Mapping[str, Any]) -> list[s
                 auto["min"] = min(auto["min"], count)
                 auto["max"] = max(auto["max"], count)
             changes.append(f"{res['name']}: replicas -> {count}")
-    if "cpu_per_instance" in params:
-        raw = params["cpu_per_instance"]
+    sizes: tuple[tuple[str, str, Callable[[Any], float], float, Callable[[Any], str]], ...] = (
+        ("cpu_per_instance", "cpu", parse_cpu, 1024.0, format_cpu),
+        ("memory_per_instance", "memory", lambda v: parse_size_mib(v, "memory"), 16 * 1024 * 1024, format_mib),
+    )
+    for param, key, parse, ceiling, show in sizes:
+        if param not in params:
+            continue
+        raw = params[param]
         try:
-            cores = parse_cpu(raw)
+            value = parse(raw)
         except ValueError:
-            raise _invalid("cpu_per_instance", raw, PARAMETERS["cpu_per_instance"]) from None
-        if cores > 1024:
-            raise _invalid("cpu_per_instance", raw, PARAMETERS["cpu_per_instance"])
+            raise _invalid(param, raw, PARAMETERS[param]) from None
+        if value > ceiling or (key == "memory" and value < MIN_MEMORY_MIB):
+            raise _invalid(param, raw, PARAMETERS[param])
         for res in scalable:
-            res.setdefault("specs", {})["cpu"] = cores
-            changes.append(f"{res['name']}: cpu -> {format_cpu(cores)}")
-    if "memory_per_instance" in params:
-        raw = params["memory_per_instance"]
-        try:
-            mib = parse_size_mib(raw, "memory")
-        except ValueError:
-            raise _invalid("memory_per_instance", raw, PARAMETERS["memory_per_instance"]) from None
-        if not 64 <= mib <= 16 * 1024 * 1024:
-            raise _invalid("memory_per_instance", raw, PARAMETERS["memory_per_instance"])
-        for res in scalable:
-            res.setdefault("specs", {})["memory"] = mib
-            changes.append(f"{res['name']}: memory -> {format_mib(mib)}")
+            res.setdefault("specs", {})[key] = value
+            changes.append(f"{res['name']}: {key} -> {show(value)}")
     if "environment" in params:
         raw = params["environment"]
         env = normalise_environment(raw) if isinstance(raw, str) else raw

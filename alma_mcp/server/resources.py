@@ -1,5 +1,6 @@
 """MCP resources: the template index, each template as YAML, and the blueprint JSON Schema."""
 
+import functools
 import json
 from typing import Any
 
@@ -14,9 +15,16 @@ from alma_mcp.services import Services
 
 def register(server: MCPServer[Any], services: Services) -> None:
     catalog = services.catalog
-    # Rendered once: the catalogue is immutable for the life of the process.
-    index = json.dumps({"templates": [i.model_dump() for i in catalog.search()]}, indent=2)
-    schema = json.dumps(blueprint_json_schema(), indent=2, sort_keys=True)
+
+    # Rendered on first read, then cached: the catalogue and the model never change while the
+    # process runs, and start-up stays fast.
+    @functools.cache
+    def index() -> str:
+        return json.dumps({"templates": [i.model_dump() for i in catalog.search()]}, indent=2)
+
+    @functools.cache
+    def schema() -> str:
+        return json.dumps(blueprint_json_schema(), indent=2, sort_keys=True)
 
     @server.resource(
         "alma://templates",
@@ -27,7 +35,7 @@ def register(server: MCPServer[Any], services: Services) -> None:
         mime_type="application/json",
     )
     def template_index() -> str:
-        return index
+        return index()
 
     @server.resource(
         "alma://templates/{name}",
@@ -51,4 +59,4 @@ def register(server: MCPServer[Any], services: Services) -> None:
         mime_type="application/schema+json",
     )
     def blueprint_schema() -> str:
-        return schema
+        return schema()
