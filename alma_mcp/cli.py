@@ -75,6 +75,28 @@ def _build_parser() -> argparse.ArgumentParser:
     call.add_argument("tool", help="tool name, e.g. list_templates")
     call.add_argument("--args", default="{}", help="tool arguments as a JSON object")
 
+    ipr = sub.add_parser("ipr", help="review, approve, deploy and roll back IPRs (the human's path)")
+    ipr.add_argument("--as", dest="as_user", default=None, help="act as this person (default: your login)")
+    isub = ipr.add_subparsers(dest="ipr_command", metavar="ACTION", required=True)
+    ilist = isub.add_parser("list", help="IPRs, newest first")
+    ilist.add_argument("--state", default=None)
+    ilist.add_argument("--limit", type=int, default=50)
+    for name, text in (
+        ("show", "an IPR: checks, plan, approvals, history"),
+        ("approve", "approve (never your own)"),
+        ("request-changes", "ask the proposer for changes"),
+        ("reject", "reject for good"),
+        ("close", "close without deploying"),
+        ("deploy", "deploy an approved IPR"),
+        ("rollback", "roll back a deployed or failed IPR"),
+    ):
+        cmd = isub.add_parser(name, help=text)
+        cmd.add_argument("ipr_id", type=int)
+        if name in ("approve", "request-changes", "reject", "close"):
+            cmd.add_argument("--comment", "-m", default=None)
+        if name == "deploy":
+            cmd.add_argument("--dry-run", action="store_true")
+
     templates = sub.add_parser("templates", help="list or show blueprint templates")
     tsub = templates.add_subparsers(dest="templates_command", metavar="ACTION", required=True)
     tsub.add_parser("list", help="one line per template")
@@ -103,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(settings, args)
         if args.command == "call":
             return asyncio.run(_call(settings, args.tool, args.args))
+        if args.command == "ipr":
+            from alma_mcp.cli_ipr import run_ipr
+
+            return run_ipr(settings, args)
         return _templates(settings, args)
     except AlmaError as err:
         print(f"alma-mcp: {err}", file=sys.stderr)

@@ -11,10 +11,18 @@ carries to the model.
     │   ├── BlueprintTooLarge         blueprint.too_large     document bigger than the size limit
     │   ├── BlueprintTooDeep          blueprint.too_deep      nesting deeper than the depth limit
     │   ├── BlueprintAliasBomb        blueprint.alias_bomb    YAML aliases expand past the node limit
-    │   └── BlueprintTooManyResources blueprint.too_many_resources
+    │   ├── BlueprintTooManyResources blueprint.too_many_resources
+    │   └── BlueprintCycle            blueprint.cycle         the dependencies form a cycle (shown)
     ├── TemplateNotFound              template.not_found
     ├── TemplateInvalidParameter      template.invalid_parameter
     ├── ToolNotFound                  tool.not_found          ``alma-mcp call`` with an unknown tool
+    ├── InvalidRequest                request.invalid         arguments that contradict each other or are missing
+    ├── IPRNotFound                   ipr.not_found           no IPR with that id
+    ├── InvalidTransition             ipr.invalid_transition  the action is not allowed from the IPR's state
+    ├── IPRConflict                   ipr.conflict            another transition of the same IPR won the race
+    ├── ApprovalBlocked               ipr.approval_blocked    a check blocks approval (failed validation, ...)
+    ├── Forbidden                     auth.forbidden          the principal lacks the role, or approves its own IPR
+    ├── DeploymentNotFoundError       deploy.not_found        no deployment with that id
     ├── StoreError                    store.error             the database cannot be opened or migrated
     ├── EngineNotFound                engine.not_found        no engine registered under that name
     ├── EngineUnavailable             engine.unavailable      the engine's optional SDK is not installed
@@ -112,6 +120,54 @@ class BlueprintTooManyResources(BlueprintError):
     """The blueprint declares more resources than ``ALMA_MAX_RESOURCES``."""
 
     code = "blueprint.too_many_resources"
+
+
+class BlueprintCycle(BlueprintError):
+    """The dependencies form at least one cycle; the message shows one, the issues list all."""
+
+    code = "blueprint.cycle"
+
+
+class InvalidRequest(AlmaError):
+    """Arguments that are missing or contradict each other (each is fine alone)."""
+
+    code = "request.invalid"
+
+
+class IPRNotFound(AlmaError):
+    """No IPR has that id."""
+
+    code = "ipr.not_found"
+
+
+class InvalidTransition(AlmaError):
+    """The action is not allowed from the IPR's current state; ``data['allowed']`` lists what is."""
+
+    code = "ipr.invalid_transition"
+
+
+class IPRConflict(AlmaError):
+    """A concurrent transition changed the IPR first (compare-and-set lost); re-read and retry."""
+
+    code = "ipr.conflict"
+
+
+class ApprovalBlocked(AlmaError):
+    """A check blocks approval: validation failed (later: critical findings, budget)."""
+
+    code = "ipr.approval_blocked"
+
+
+class Forbidden(AlmaError):
+    """The principal lacks the role the action needs, or would approve its own IPR."""
+
+    code = "auth.forbidden"
+
+
+class DeploymentNotFoundError(AlmaError):
+    """No deployment record has that id."""
+
+    code = "deploy.not_found"
 
 
 class TemplateNotFound(AlmaError):

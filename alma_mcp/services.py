@@ -13,8 +13,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from alma_mcp import __version__
+from alma_mcp.analysis.create import CreateRules, load_create_rules
+from alma_mcp.analysis.create_rules import check_rules_against_catalog
+from alma_mcp.analysis.durations import DurationTable, load_durations
 from alma_mcp.blueprint.loader import Limits
 from alma_mcp.catalog.templates import TemplateCatalog
+from alma_mcp.errors import ConfigError
+from alma_mcp.ipr.deploy import EngineSet, Orchestrator
+from alma_mcp.ipr.principals import Principal, parse_roles
+from alma_mcp.ipr.service import IPRService
 from alma_mcp.paths import find_data_dir
 from alma_mcp.settings import Settings
 from alma_mcp.store import Store
@@ -30,8 +37,14 @@ class Services:
     settings: Settings
     limits: Limits
     catalog: TemplateCatalog
+    durations: DurationTable
+    create_rules: CreateRules
     store: Store
     engines: EngineRegistry
+    iprs: IPRService
+    orchestrator: Orchestrator
+    local_principal: Principal
+    """Who calls over stdio (and in-memory): the model's session, with ``ALMA_STDIO_ROLES``."""
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -41,6 +54,26 @@ def limits_from(settings: Settings) -> Limits:
         max_nodes=settings.max_nodes,
         max_resources=settings.max_resources,
     )
+
+
+def load_durations_table(settings: Settings) -> DurationTable:
+    """The plan duration table from the data folder.
+
+    Raises:
+        ConfigError: missing or invalid (the file is named).
+    """
+    return load_durations(find_data_dir(settings.data_dir) / "resources" / "plan" / "durations.yaml")
+
+
+def load_rules(settings: Settings, catalog: TemplateCatalog) -> CreateRules:
+    """create_blueprint's rules, checked against the catalogue they name.
+
+    Raises:
+        ConfigError: the file is invalid or names an unknown template.
+    """
+    rules = load_create_rules(find_data_dir(settings.data_dir) / "resources" / "create" / "rules.yaml")
+    check_rules_against_catalog(rules, catalog)
+    return rules
 
 
 def load_catalog(settings: Settings) -> TemplateCatalog:
@@ -53,6 +86,22 @@ def load_catalog(settings: Settings) -> TemplateCatalog:
     return TemplateCatalog.from_directory(data_dir / "resources" / "templates", limits_from(settings))
 
 
+LOCAL_PRINCIPAL_ID = "mcp:local"
+
+
+def local_principal(settings: Settings) -> Principal:
+    """The stdio session's principal.
+
+    Raises:
+        ConfigError: ``ALMA_STDIO_ROLES`` names an unknown role.
+    """
+    try:
+        roles = parse_roles(settings.stdio_roles)
+    except ValueError as exc:
+        raise ConfigError(f"ALMA_STDIO_ROLES: {exc}") from None
+    return Principal(id=LOCAL_PRINCIPAL_ID, roles=roles)
+
+
 @contextmanager
 def open_services(settings: Settings, transport: str) -> Iterator[Services]:
     """Validate the data, open and migrate the store, record this run; close it all on exit.
@@ -62,16 +111,34 @@ def open_services(settings: Settings, transport: str) -> Iterator[Services]:
         StoreError: the database cannot be opened or migrated.
     """
     catalog = load_catalog(settings)
+    durations = load_durations_table(settings)
+    rules = load_rules(settings, catalog)
+    principal = local_principal(settings)
+    limits = limits_from(settings)
     store = Store.open(settings.db_path)
     run_id = store.record_start(__version__, transport)
-    logger.info("store %s ready (run %d, %d templates)", store.path, run_id, len(catalog.names()))
+    registry = EngineRegistry()
+    orchestrator = Orchestrator(store, settings, limits, EngineSet(registry, store, settings), run_id)
+    interrupted = orchestrator.recover()
+    logger.info(
+        "store %s ready (run %d, %d templates, %d interrupted deploys marked)",
+        store.path,
+        run_id,
+        len(catalog.names()),
+        len(interrupted),
+    )
     try:
         yield Services(
             settings=settings,
-            limits=limits_from(settings),
+            limits=limits,
             catalog=catalog,
+            durations=durations,
+            create_rules=rules,
             store=store,
-            engines=EngineRegistry(),
+            engines=registry,
+            iprs=IPRService(store, settings, limits, durations, catalog),
+            orchestrator=orchestrator,
+            local_principal=principal,
         )
     finally:
         store.record_stop(run_id)

@@ -27,6 +27,21 @@ def _split_csv(value: object) -> object:
     return value
 
 
+def _split_pairs(value: object) -> object:
+    # "a=b,c=d" -> {"a": "b", "c": "d"}; a piece without "=" is left for validation to reject.
+    if isinstance(value, str):
+        pairs: dict[str, str] = {}
+        for piece in (p.strip() for p in value.split(",")):
+            if not piece:
+                continue
+            key, sep, val = piece.partition("=")
+            if not sep or not key.strip() or not val.strip():
+                raise ValueError(f"expected name=value pairs separated by commas, got {piece!r}")
+            pairs[key.strip()] = val.strip()
+        return pairs
+    return value
+
+
 class Settings(BaseSettings):
     """alma-mcp configuration. Field ``x`` is read from ``ALMA_X``."""
 
@@ -53,6 +68,41 @@ class Settings(BaseSettings):
     max_resources: int = Field(default=10_000, ge=1)
     """Most resources one blueprint may declare."""
 
+    plan_parallelism: int = Field(default=10, ge=1, le=1000)
+    """Steps a deployment plan runs at once within a wave (Terraform's default is 10)."""
+
+    output_max_items: int = Field(default=200, ge=10, le=100_000)
+    """Longest list a tool returns (plan steps, waves); the rest is counted, not listed."""
+
+    stdio_roles: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["viewer", "proposer", "deployer"])
+    """Roles of the local principal over stdio (the model's session), comma-separated. Never add approver."""
+
+    cli_roles: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["viewer", "proposer", "approver", "deployer"]
+    )
+    """Roles of the person using ``alma-mcp ipr ...`` in a terminal (identified as ``user:<login>``)."""
+
+    ipr_required_approvals: int = Field(default=1, ge=1, le=10)
+    """Approvals from distinct principals (never the proposer) an IPR needs before it can deploy."""
+
+    ipr_auto_approve: bool = False
+    """Approve IPRs whose checks pass without a person (demos only; recorded as system:auto-approve)."""
+
+    engines: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    """Blueprint provider to engine, e.g. ``docker=docker,proxmox=simulation``; unlisted providers use simulation."""
+
+    sim_time_scale: float = Field(default=0.02, ge=0.0, le=10.0)
+    """Multiplier on the simulation engine's per-type durations (0 = instant; 1 = realistic)."""
+
+    sim_fail: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    """Simulated failures, ``resource=fail:create`` or ``resource=transient:2``, comma-separated."""
+
+    deploy_retries: int = Field(default=3, ge=0, le=20)
+    """Retries of a step that failed with a transient engine error."""
+
+    deploy_retry_delay: float = Field(default=0.5, ge=0.0, le=60.0)
+    """First retry delay in seconds; doubles each retry (bounded backoff)."""
+
     http_host: str = "127.0.0.1"
     """Address ``serve --transport http`` binds when ``--host`` is not given."""
 
@@ -65,7 +115,8 @@ class Settings(BaseSettings):
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Extra ``Origin`` values the HTTP transport accepts, comma-separated."""
 
-    _split = field_validator("allowed_hosts", "allowed_origins", mode="before")(_split_csv)
+    _split = field_validator("allowed_hosts", "allowed_origins", "stdio_roles", "cli_roles", mode="before")(_split_csv)
+    _pairs = field_validator("engines", "sim_fail", mode="before")(_split_pairs)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -35,6 +35,133 @@ def m001_server_runs(db: Database) -> None:
     )
 
 
+def _run_script(db: Database, script: str) -> None:
+    # One statement at a time: sqlite3's executescript() would COMMIT first and break the atomicity
+    # that Migrations gives each migration and its record.
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+@MIGRATIONS()
+def m002_iprs(db: Database) -> None:
+    # SQL rather than table.create(): CHECK constraints and composite uniqueness keep bad rows out
+    # even if a bug slips past the code.
+    _run_script(
+        db,
+        """
+        CREATE TABLE iprs (
+            id INTEGER PRIMARY KEY,
+            title TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            state TEXT NOT NULL,
+            proposer TEXT NOT NULL,
+            blueprint_name TEXT NOT NULL,
+            revision INTEGER NOT NULL,
+            deployed_revision INTEGER,
+            version INTEGER NOT NULL DEFAULT 1,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX iprs_state ON iprs(state);
+        CREATE TABLE ipr_revisions (
+            ipr_id INTEGER NOT NULL REFERENCES iprs(id),
+            number INTEGER NOT NULL,
+            content_hash TEXT NOT NULL,
+            blueprint TEXT NOT NULL,
+            checks TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (ipr_id, number)
+        );
+        CREATE TABLE ipr_events (
+            id INTEGER PRIMARY KEY,
+            ipr_id INTEGER NOT NULL REFERENCES iprs(id),
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            from_state TEXT,
+            to_state TEXT NOT NULL,
+            at TEXT NOT NULL,
+            payload TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX ipr_events_ipr ON ipr_events(ipr_id, id);
+        CREATE TABLE ipr_approvals (
+            ipr_id INTEGER NOT NULL REFERENCES iprs(id),
+            revision INTEGER NOT NULL,
+            principal TEXT NOT NULL,
+            at TEXT NOT NULL,
+            PRIMARY KEY (ipr_id, revision, principal)
+        );
+        CREATE TABLE ipr_comments (
+            id INTEGER PRIMARY KEY,
+            ipr_id INTEGER NOT NULL REFERENCES iprs(id),
+            revision INTEGER NOT NULL,
+            author TEXT NOT NULL,
+            verdict TEXT,
+            body TEXT NOT NULL,
+            at TEXT NOT NULL
+        );
+        """,
+    )
+
+
+@MIGRATIONS()
+def m003_deployments(db: Database) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE deployments (
+            id INTEGER PRIMARY KEY,
+            ipr_id INTEGER NOT NULL REFERENCES iprs(id),
+            revision INTEGER,
+            kind TEXT NOT NULL CHECK (kind IN ('deploy', 'rollback')),
+            state TEXT NOT NULL CHECK (state IN ('running', 'succeeded', 'failed', 'interrupted')),
+            run_id INTEGER REFERENCES server_runs(id),
+            actor TEXT NOT NULL,
+            plan TEXT NOT NULL DEFAULT '{}',
+            summary TEXT NOT NULL DEFAULT '',
+            started_at TEXT NOT NULL,
+            finished_at TEXT
+        );
+        CREATE INDEX deployments_ipr ON deployments(ipr_id, id);
+        CREATE TABLE deployment_steps (
+            id INTEGER PRIMARY KEY,
+            deployment_id INTEGER NOT NULL REFERENCES deployments(id),
+            resource TEXT NOT NULL,
+            action TEXT NOT NULL,
+            engine TEXT NOT NULL,
+            wave INTEGER NOT NULL,
+            attempt INTEGER NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'skipped', 'interrupted')),
+            message TEXT NOT NULL DEFAULT '',
+            engine_id TEXT,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            UNIQUE (deployment_id, resource, attempt)
+        );
+        CREATE TABLE sim_resources (
+            scope TEXT NOT NULL,
+            name TEXT NOT NULL,
+            type TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            specs TEXT NOT NULL,
+            status TEXT NOT NULL,
+            engine_id TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (scope, name)
+        );
+        CREATE TABLE sim_failures (
+            scope TEXT NOT NULL,
+            name TEXT NOT NULL,
+            remaining INTEGER NOT NULL,
+            PRIMARY KEY (scope, name)
+        );
+        """,
+    )
+
+
 def utc_now() -> str:
     """An ISO-8601 UTC timestamp with microseconds, the one time format the store uses."""
     return datetime.now(UTC).isoformat(timespec="microseconds")
@@ -76,9 +203,25 @@ class Store:
 
     @contextmanager
     def atomic(self) -> Iterator[Database]:
-        """A transaction (savepoint when nested) under the process lock."""
-        with self.lock, self.db.atomic():
-            yield self.db
+        """A write transaction under the process lock; a savepoint when nested.
+
+        The outermost level is ``BEGIN IMMEDIATE``: it takes SQLite's write lock before the first
+        read, so a read-check-write sequence (a compare-and-set) cannot interleave with another
+        process's, which waits (up to the busy timeout) and then sees the committed result.
+        """
+        with self.lock:
+            if self.db.conn.in_transaction:
+                with self.db.atomic():
+                    yield self.db
+                return
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                if self.db.conn.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
 
     def journal_mode(self) -> str:
         with self.lock:

@@ -57,6 +57,9 @@ class DesiredResource(_Frozen):
     provider: str
     specs: dict[str, Any] = Field(default_factory=dict)
     dependencies: tuple[str, ...] = ()
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="The resource's metadata (not part of the fingerprint)."
+    )
 
     @property
     def fingerprint(self) -> str:

@@ -17,7 +17,9 @@ from engines.base import Engine
 EngineFactory = Callable[..., Engine]
 
 # name -> ("module:attribute", extra that provides its SDK). Engines land here as they are built.
-BUILTIN_ENGINES: Final[Mapping[str, tuple[str, str | None]]] = {}
+BUILTIN_ENGINES: Final[Mapping[str, tuple[str, str | None]]] = {
+    "simulation": ("engines.simulation:SimulationEngine", None),
+}
 
 
 class EngineRegistry:

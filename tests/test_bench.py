@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.mcp_helpers import ALL_TOOLS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.slow
@@ -20,6 +22,40 @@ def test_startup_benchmark_runs_and_prints_its_figures() -> None:
         check=True,
         timeout=300,
     ).stdout
-    assert "alma-mcp lists 2 tools, bare lists 1" in out
+    assert f"alma-mcp lists {len(ALL_TOOLS)} tools, bare lists 1" in out
     assert re.search(r"startup ratio \(alma / bare\): \d+\.\d\d", out)
     assert re.search(r"idle RSS: alma-mcp \d+\.\d MiB, bare MCPServer \d+\.\d MiB", out)
+
+
+def test_analysis_benchmark_runs_and_prints_its_figures() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "analysis.py"), "--sizes", "20,50", "--repeat", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    assert out.splitlines()[0].split() == [
+        "resources",
+        "validate",
+        "plan",
+        "val+plan",
+        "compare",
+        "yaml",
+        "text",
+        "(seconds)",
+    ]
+    assert len(out.splitlines()) == 3
+
+
+def test_ipr_benchmark_runs_and_prints_its_figures() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "ipr.py"), "--iprs", "5", "--resources", "30"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    assert re.search(r"lifecycles .*: 5 in \d+\.\d\d s = \d+/s", out)
+    assert re.search(r"deploy of 30 resources .*: \d+\.\d\d s", out)
+    assert re.search(r"orchestration ratio \d+\.\d\d", out)

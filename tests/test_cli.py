@@ -5,6 +5,7 @@ import json
 import pytest
 
 from alma_mcp.cli import EXIT_OK, EXIT_TOOL_ERROR, EXIT_USAGE, main
+from tests.mcp_helpers import ALL_TOOLS
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +32,7 @@ def test_a_tool_error_exits_non_zero_with_the_coded_message_on_stderr(
 def test_an_unknown_tool_names_the_available_ones(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["call", "deploy_everything"]) == EXIT_TOOL_ERROR
     assert capsys.readouterr().err == (
-        "alma-mcp: [tool.not_found] no tool 'deploy_everything'; available: customize_template, list_templates\n"
+        f"alma-mcp: [tool.not_found] no tool 'deploy_everything'; available: {', '.join(ALL_TOOLS)}\n"
     )
 
 

@@ -7,6 +7,8 @@ import pytest
 from alma_mcp.blueprint.graph import (
     check_integrity,
     cycle_issues,
+    nodes_from_blueprint,
+    nodes_from_data,
     reference_issues,
     strongly_connected_components,
 )
@@ -31,7 +33,7 @@ def test_reference_problems_are_each_reported_at_their_pointer() -> None:
         {"name": "b"},
         {"name": "lb", "type": "load_balancer", "specs": {"backends": ["nope"], "networks": ["net"]}},
     )
-    assert [(i.code, i.path) for i in reference_issues(blueprint)] == [
+    assert [(i.code, i.path) for i in reference_issues(nodes_from_blueprint(blueprint))] == [
         ("blueprint.duplicate_name", "/resources/2/name"),
         ("blueprint.self_dependency", "/resources/0/dependencies/0"),
         ("blueprint.unknown_dependency", "/resources/0/dependencies/1"),
@@ -50,7 +52,7 @@ def test_each_cycle_is_reported_once_with_its_path() -> None:
         {"name": "y", "dependencies": ["x"]},
         {"name": "z", "dependencies": ["a"]},
     )
-    issues = cycle_issues(blueprint)
+    issues = cycle_issues(nodes_from_blueprint(blueprint))
     assert [(i.code, i.path, i.message) for i in issues] == [
         ("blueprint.cycle", "/resources/0/dependencies", "dependency cycle: a -> b -> c -> a"),
         ("blueprint.cycle", "/resources/3/dependencies", "dependency cycle: x -> y -> x"),
@@ -67,3 +69,19 @@ def test_a_long_chain_does_not_hit_the_recursion_limit() -> None:
     assert len(components) == n
     graph["r19999"] = ["r0"]
     assert [len(c) for c in strongly_connected_components(graph)] == [n]
+
+
+def test_raw_data_that_fails_the_schema_still_gets_its_references_checked() -> None:
+    data = {
+        "resources": [
+            {"name": "a", "type": "bogus", "dependencies": ["b", 7, "ghost"]},
+            "not a mapping",
+            {"name": "b", "dependencies": ["a"], "specs": {"backends": ["nope"]}},
+        ]
+    }
+    nodes = nodes_from_data(data)
+    assert [(i.code, i.path) for i in reference_issues(nodes)] == [
+        ("blueprint.unknown_dependency", "/resources/0/dependencies/2"),
+        ("blueprint.unknown_reference", "/resources/2/specs/backends/0"),
+    ]
+    assert [i.message for i in cycle_issues(nodes)] == ["dependency cycle: a -> b -> a"]

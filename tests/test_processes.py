@@ -12,6 +12,8 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 
+from tests.mcp_helpers import ALL_TOOLS
+
 pytestmark = pytest.mark.slow
 
 
@@ -79,7 +81,7 @@ async def test_real_uvicorn_serves_streamable_http_sse_and_health(http_server: s
     async with Client(f"{http_server}/mcp") as client:
         assert client.protocol_version == "2026-07-28"
         tools = await client.list_tools()
-        assert sorted(t.name for t in tools.tools) == ["customize_template", "list_templates"]
+        assert sorted(t.name for t in tools.tools) == ALL_TOOLS
     async with Client(sse_client(f"{http_server}/sse"), mode="legacy") as client:
         result = await client.call_tool("customize_template", {"template": "redis-cluster", "scale_factor": 0.5})
         assert result.structured_content is not None

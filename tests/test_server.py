@@ -8,16 +8,14 @@ import yaml
 from mcp import Client, MCPError
 from mcp.types import (
     INVALID_PARAMS,
-    CallToolResult,
     PromptReference,
     ResourceTemplateReference,
-    TextContent,
-    TextResourceContents,
 )
 
 from alma_mcp import __version__
 from alma_mcp.blueprint.loader import load_blueprint
 from alma_mcp.services import Services
+from tests.mcp_helpers import ALL_TOOLS, DESTRUCTIVE_TOOLS, READ_ONLY_TOOLS, call_error, call_ok, read_text, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -36,35 +34,6 @@ TEMPLATES = [
 AVAILABLE = ", ".join(TEMPLATES)
 
 
-def text_of(result: CallToolResult) -> str:
-    assert len(result.content) == 1
-    block = result.content[0]
-    assert isinstance(block, TextContent)
-    return block.text
-
-
-async def call_ok(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    result = await client.call_tool(tool, args)
-    assert not result.is_error, text_of(result)
-    content: dict[str, Any] | None = result.structured_content
-    assert content is not None
-    return content
-
-
-async def call_error(client: Client, tool: str, args: dict[str, Any]) -> str:
-    result = await client.call_tool(tool, args)
-    assert result.is_error
-    return text_of(result)
-
-
-async def read_text(client: Client, uri: str) -> tuple[str, str | None]:
-    result = await client.read_resource(uri)
-    assert len(result.contents) == 1
-    content = result.contents[0]
-    assert isinstance(content, TextResourceContents)
-    return content.text, content.mime_type
-
-
 async def test_server_identifies_itself(client: Client) -> None:
     assert client.server_info is not None
     assert client.server_info.name == "alma-mcp"
@@ -79,13 +48,13 @@ async def test_both_eras_negotiate_their_protocol(client: Client) -> None:
 
 async def test_tools_are_described_and_annotated_honestly(client: Client) -> None:
     tools = {t.name: t for t in (await client.list_tools()).tools}
-    assert sorted(tools) == ["customize_template", "list_templates"]
-    for tool in tools.values():
+    assert sorted(tools) == ALL_TOOLS
+    for name, tool in tools.items():
         assert tool.description
         assert len(tool.description) > 40
         assert tool.annotations is not None
-        assert tool.annotations.read_only_hint is True
-        assert tool.annotations.destructive_hint is not True
+        assert tool.annotations.read_only_hint is (name in READ_ONLY_TOOLS), name
+        assert bool(tool.annotations.destructive_hint) is (name in DESTRUCTIVE_TOOLS), name
         assert tool.output_schema is not None
 
 
@@ -162,7 +131,11 @@ async def test_resources_and_templates_are_listed_with_descriptions(client: Clie
     resources = {str(r.uri): r for r in (await client.list_resources()).resources}
     assert sorted(resources) == ["alma://schema/blueprint", "alma://templates"]
     templates = (await client.list_resource_templates()).resource_templates
-    assert [t.uri_template for t in templates] == ["alma://templates/{name}"]
+    assert sorted(t.uri_template for t in templates) == [
+        "alma://deployments/{deployment_id}",
+        "alma://iprs/{ipr_id}",
+        "alma://templates/{name}",
+    ]
     assert all(r.description for r in resources.values())
     assert all(t.description for t in templates)
 

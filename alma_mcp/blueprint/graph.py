@@ -1,45 +1,121 @@
 """Reference integrity and the dependency graph of a blueprint, in linear time.
 
-Edges point from a resource to what it depends on. Cycles are found as strongly connected
-components (Tarjan, iterative so that 10,000-resource chains do not hit the recursion limit); each
-component is reported once with one concrete cycle path such as ``a -> b -> c -> a``.
+The checks run on ``Node`` views, which come from a validated ``Blueprint`` or, leniently, from raw
+data that failed schema validation, so that a blueprint with a typo in one field still gets its
+dangling references and cycles reported in the same pass. Edges point from a resource to what it
+depends on. Cycles are strongly connected components (Tarjan, iterative so 10,000-resource chains do
+not hit the recursion limit); each is reported once with one concrete path such as ``a -> b -> a``.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from alma_mcp.blueprint.model import Blueprint
 from alma_mcp.errors import BlueprintError, Issue
 
+MAX_DEPENDENCIES = 1000
+"""Most dependencies one resource may list (the model enforces it; the lenient view skips longer lists)."""
 
-def reference_issues(blueprint: Blueprint) -> list[Issue]:
+
+@dataclass(frozen=True)
+class Node:
+    """What the graph checks need of one resource, whether or not it passed schema validation."""
+
+    index: int
+    name: str | None
+    type: str | None = None
+    provider: str | None = None
+    dependencies: tuple[str | None, ...] = ()
+    backends: tuple[str | None, ...] = ()
+    networks: tuple[str | None, ...] = ()
+
+
+def nodes_from_blueprint(blueprint: Blueprint) -> list[Node]:
+    return [
+        Node(
+            index=i,
+            name=r.name,
+            type=r.type.value,
+            provider=r.provider.value,
+            dependencies=tuple(r.dependencies),
+            backends=tuple(r.specs.backends),
+            networks=tuple(r.specs.networks),
+        )
+        for i, r in enumerate(blueprint.resources)
+    ]
+
+
+def _strings(value: Any) -> tuple[str | None, ...]:
+    # An over-long list is already a schema error; checking its items would only repeat it.
+    if not isinstance(value, list) or len(value) > MAX_DEPENDENCIES:
+        return ()
+    return tuple(v if isinstance(v, str) else None for v in value)
+
+
+def _string(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def nodes_from_data(data: Mapping[str, Any]) -> list[Node]:
+    """A best-effort view of raw resources: anything malformed is left out (the schema reports it)."""
+    resources = data.get("resources")
+    if not isinstance(resources, list):
+        return []
+    nodes = []
+    for i, raw in enumerate(resources):
+        if not isinstance(raw, Mapping):
+            continue
+        specs = raw.get("specs")
+        specs = specs if isinstance(specs, Mapping) else {}
+        nodes.append(
+            Node(
+                index=i,
+                name=_string(raw.get("name")),
+                type=_string(raw.get("type")),
+                provider=_string(raw.get("provider")),
+                dependencies=_strings(raw.get("dependencies")),
+                backends=_strings(specs.get("backends")),
+                networks=_strings(specs.get("networks")),
+            )
+        )
+    return nodes
+
+
+def reference_issues(nodes: Sequence[Node]) -> list[Issue]:
     """Duplicate names, unknown or self dependencies, and dangling backend/network references."""
     issues: list[Issue] = []
     first_index: dict[str, int] = {}
-    for i, res in enumerate(blueprint.resources):
-        if res.name in first_index:
+    for node in nodes:
+        if node.name is None:
+            continue
+        if node.name in first_index:
             issues.append(
                 Issue(
                     code="blueprint.duplicate_name",
-                    path=f"/resources/{i}/name",
-                    message=f"resource name '{res.name}' is already used by /resources/{first_index[res.name]}",
+                    path=f"/resources/{node.index}/name",
+                    message=f"resource name '{node.name}' is already used by /resources/{first_index[node.name]}",
                 )
             )
         else:
-            first_index[res.name] = i
-    for i, res in enumerate(blueprint.resources):
+            first_index[node.name] = node.index
+    for node in nodes:
         seen: set[str] = set()
-        for j, dep in enumerate(res.dependencies):
-            path = f"/resources/{i}/dependencies/{j}"
-            if dep == res.name:
+        for j, dep in enumerate(node.dependencies):
+            if dep is None:
+                continue
+            path = f"/resources/{node.index}/dependencies/{j}"
+            if dep == node.name:
                 issues.append(Issue(code="blueprint.self_dependency", path=path, message=f"'{dep}' depends on itself"))
             elif dep not in first_index:
                 issues.append(
                     Issue(
                         code="blueprint.unknown_dependency",
                         path=path,
-                        message=f"resource '{res.name}' depends on unknown '{dep}'",
+                        message=f"resource '{node.name}' depends on unknown '{dep}'",
                     )
                 )
             elif dep in seen:
@@ -47,36 +123,38 @@ def reference_issues(blueprint: Blueprint) -> list[Issue]:
                     Issue(
                         code="blueprint.duplicate_dependency",
                         path=path,
-                        message=f"resource '{res.name}' lists dependency '{dep}' twice",
+                        message=f"resource '{node.name}' lists dependency '{dep}' twice",
                     )
                 )
             seen.add(dep)
-        for field in ("backends", "networks"):
-            for j, ref in enumerate(getattr(res.specs, field)):
-                if ref not in first_index:
+        for field, refs in (("backends", node.backends), ("networks", node.networks)):
+            for j, ref in enumerate(refs):
+                if ref is not None and ref not in first_index:
                     issues.append(
                         Issue(
                             code="blueprint.unknown_reference",
-                            path=f"/resources/{i}/specs/{field}/{j}",
-                            message=f"resource '{res.name}' names unknown {field[:-1]} '{ref}'",
+                            path=f"/resources/{node.index}/specs/{field}/{j}",
+                            message=f"resource '{node.name}' names unknown {field[:-1]} '{ref}'",
                         )
                     )
     return issues
 
 
-def adjacency(blueprint: Blueprint) -> dict[str, list[str]]:
+def adjacency(nodes: Sequence[Node]) -> dict[str, list[str]]:
     """Resource name -> names it depends on (known, distinct, not itself), in declaration order."""
-    names = {r.name for r in blueprint.resources}
+    names = {n.name for n in nodes if n.name is not None}
     graph: dict[str, list[str]] = {}
-    for res in blueprint.resources:
-        if res.name in graph:
+    for node in nodes:
+        if node.name is None or node.name in graph:
             continue
-        graph[res.name] = list(dict.fromkeys(d for d in res.dependencies if d in names and d != res.name))
+        graph[node.name] = list(
+            dict.fromkeys(d for d in node.dependencies if d is not None and d in names and d != node.name)
+        )
     return graph
 
 
-def strongly_connected_components(graph: dict[str, list[str]]) -> list[list[str]]:
-    """Tarjan's algorithm without recursion; components in discovery order."""
+def strongly_connected_components(graph: Mapping[str, Sequence[str]]) -> list[list[str]]:
+    """Tarjan's algorithm without recursion; components in completion order (dependencies first)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     on_stack: set[str] = set()
@@ -123,7 +201,7 @@ def strongly_connected_components(graph: dict[str, list[str]]) -> list[list[str]
     return components
 
 
-def _cycle_through(start: str, members: set[str], graph: dict[str, list[str]]) -> list[str]:
+def _cycle_through(start: str, members: set[str], graph: Mapping[str, Sequence[str]]) -> list[str]:
     # Shortest path from start back to start inside one component (BFS): the clearest cycle to show.
     parents: dict[str, str] = {}
     queue = deque([start])
@@ -144,30 +222,33 @@ def _cycle_through(start: str, members: set[str], graph: dict[str, list[str]]) -
     return [start, start]  # pragma: no cover - a component of size > 1 always has a cycle
 
 
-def cycle_issues(blueprint: Blueprint) -> list[Issue]:
+def cycle_issues(nodes: Sequence[Node]) -> list[Issue]:
     """One ``blueprint.cycle`` issue per dependency cycle, with the cycle path in the message."""
-    graph = adjacency(blueprint)
-    position = {r.name: i for i, r in reversed(list(enumerate(blueprint.resources)))}
-    issues = []
+    graph = adjacency(nodes)
+    position: dict[str, int] = {}
+    for node in nodes:
+        if node.name is not None:
+            position.setdefault(node.name, node.index)
+    found = []
     for component in strongly_connected_components(graph):
         if len(component) < 2:
             continue
-        members = set(component)
         start = min(component, key=lambda n: position[n])
-        cycle = _cycle_through(start, members, graph)
-        issues.append(
+        cycle = _cycle_through(start, set(component), graph)
+        found.append(
             Issue(
                 code="blueprint.cycle",
                 path=f"/resources/{position[start]}/dependencies",
                 message=f"dependency cycle: {' -> '.join(cycle)}",
             )
         )
-    return issues
+    return sorted(found, key=lambda issue: int(issue.path.split("/")[2]))
 
 
 def check_integrity(blueprint: Blueprint) -> None:
     """Raise ``BlueprintError`` listing every reference and cycle problem, if there is any."""
-    issues = reference_issues(blueprint) + cycle_issues(blueprint)
+    nodes = nodes_from_blueprint(blueprint)
+    issues = reference_issues(nodes) + cycle_issues(nodes)
     if issues:
         more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
         raise BlueprintError(f"{issues[0].message} at {issues[0].path}{more}", issues=issues)

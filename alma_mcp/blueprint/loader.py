@@ -28,6 +28,7 @@ from alma_mcp.errors import (
     BlueprintTooManyResources,
     Issue,
 )
+from alma_mcp.gcpause import without_gc
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,7 @@ _GENERIC_CODES = {
     "missing": "blueprint.missing_field",
     "literal_error": "blueprint.invalid_value",
     "enum": "blueprint.invalid_value",
+    "too_long": "blueprint.too_long",
 }
 
 
@@ -256,6 +258,7 @@ def _inner_model(annotation: Any) -> Any:
     return None
 
 
+@without_gc
 def load_blueprint(source: str | Mapping[str, Any], limits: Limits = DEFAULT_LIMITS) -> Blueprint:
     """A ``Blueprint`` from YAML/JSON text or plain data, with every schema problem reported.
 

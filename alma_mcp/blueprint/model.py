@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from enum import StrEnum
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -98,12 +99,10 @@ _SIZE_SCHEMA: dict[str, Any] = {
     "description": "A size: whole MiB, or a string such as 512Mi, 4GB, 4Gi, 1TB (binary units).",
 }
 
-SizeMiB = Annotated[
-    int,
-    BeforeValidator(parse_size_mib),
-    WithJsonSchema(_SIZE_SCHEMA),
-]
-"""A memory or storage size, normalised to whole MiB."""
+SizeMiB = Annotated[int, BeforeValidator(partial(parse_size_mib, what="size")), WithJsonSchema(_SIZE_SCHEMA)]
+"""A size, normalised to whole MiB (errors say which field: size, memory or storage)."""
+MemoryMiB = Annotated[int, BeforeValidator(partial(parse_size_mib, what="memory")), WithJsonSchema(_SIZE_SCHEMA)]
+StorageMiB = Annotated[int, BeforeValidator(partial(parse_size_mib, what="storage")), WithJsonSchema(_SIZE_SCHEMA)]
 
 Cores = Annotated[
     float,
@@ -203,8 +202,8 @@ class Specs(_Strict):
     )
     role: str | None = Field(default=None, description="Role in a group: primary, replica, worker, ...")
     cpu: Cores | None = None
-    memory: SizeMiB | None = None
-    storage: SizeMiB | None = Field(default=None, description="Disk or volume size ('size' is an alias).")
+    memory: MemoryMiB | None = None
+    storage: StorageMiB | None = Field(default=None, description="Disk or volume size ('size' is an alias).")
     storage_type: Literal["HDD", "SSD", "NVMe"] | None = None
     gpu: str | None = Field(default=None, description="GPU model, e.g. 'NVIDIA A100'.")
     gpu_count: int | None = Field(default=None, ge=1)
@@ -291,7 +290,9 @@ class Resource(_Strict):
     provider: Provider
     specs: Specs = Field(default_factory=Specs)
     dependencies: list[str] = Field(
-        default_factory=list, description="Names of resources in this blueprint that must exist first."
+        default_factory=list,
+        max_length=1000,
+        description="Names of resources in this blueprint that must exist first (at most 1000).",
     )
     metadata: dict[str, Any] = Field(default_factory=dict)
 

@@ -7,15 +7,21 @@ from typing import Any
 from mcp.server import MCPServer
 
 from alma_mcp import __version__
-from alma_mcp.server import completions, resources, templates
+from alma_mcp.server import analysis, completions, ipr, resources, templates
 from alma_mcp.services import Services
 
 INSTRUCTIONS = """\
 alma-mcp designs, checks and deploys infrastructure described as blueprints (YAML/JSON, format v1).
-Start from a template: list_templates, then read alma://templates/{name} or derive a new blueprint
-with customize_template. The blueprint format's JSON Schema is at alma://schema/blueprint.
+Start from a template (list_templates, then read alma://templates/{name} or derive a new blueprint
+with customize_template) or describe what you need to create_blueprint. Check a blueprint with
+validate_blueprint, see what a change does with compare_blueprints, and how it would roll out with
+generate_deployment_plan. Blueprints go in as YAML/JSON text or objects; the format's JSON Schema is
+at alma://schema/blueprint.
 Tool errors start with a stable code in brackets, e.g. [template.not_found], followed by what is
-allowed; correct the call and retry. Nothing is deployed without an approved change request.
+allowed; correct the call and retry.
+Changes go through IPRs (infrastructure pull requests): ipr_create proposes a blueprint, its checks
+run, a person approves it outside this session (alma-mcp ipr approve ID), then ipr_deploy deploys it
+wave by wave and ipr_rollback undoes it. You cannot approve your own IPR.
 """
 
 
@@ -38,6 +44,8 @@ def build_server(services: Services) -> MCPServer[Services]:
     )
     wired: Any = server
     templates.register(wired, services)
+    analysis.register(wired, services)
+    ipr.register(wired, services)
     resources.register(wired, services)
     completions.register(wired, services)
     return server

@@ -1,0 +1,1 @@
+"""The analysis tools' domain logic: pure functions from blueprints to results, deterministic."""

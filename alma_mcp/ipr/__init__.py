@@ -1,0 +1,1 @@
+"""Infrastructure pull requests: states, principals, the store, checks and the lifecycle service."""
