@@ -22,7 +22,8 @@ OutcomeStatus = Literal["succeeded", "failed", "skipped"]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Built on first use, not at import: a stdio server that never deploys never pays for them.
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 def fingerprint(data: Mapping[str, Any]) -> str:

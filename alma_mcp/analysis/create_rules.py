@@ -20,6 +20,7 @@ from typing import Any, Final, Generic, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from alma_mcp.blueprint.loader import load_data_file
 from alma_mcp.blueprint.model import Environment, Provider, ResourceType
 from alma_mcp.catalog.templates import TemplateCatalog
 from alma_mcp.errors import ConfigError, TemplateNotFound
@@ -398,7 +399,7 @@ def load_create_rules(path: Path) -> CreateRules:
         ConfigError: the file is missing, not YAML, or breaks a rule (the file is named).
     """
     try:
-        return CreateRules.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        return CreateRules.model_validate(load_data_file(path.read_text(encoding="utf-8")))
     except (OSError, yaml.YAMLError, ValidationError) as exc:
         raise ConfigError(f"create rules file {path} is invalid: {exc}", data={"file": str(path)}) from exc
 

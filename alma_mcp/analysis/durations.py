@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from alma_mcp.blueprint.loader import load_data_file
 from alma_mcp.blueprint.model import Provider, ResourceType
 from alma_mcp.errors import ConfigError
 
@@ -52,6 +53,6 @@ def load_durations(path: Path) -> DurationTable:
         ConfigError: the file is missing or invalid (named).
     """
     try:
-        return DurationTable.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        return DurationTable.model_validate(load_data_file(path.read_text(encoding="utf-8")))
     except (OSError, yaml.YAMLError, ValidationError) as exc:
         raise ConfigError(f"duration table {path} is invalid: {exc}", data={"file": str(path)}) from exc

@@ -67,6 +67,15 @@ class _NoDuplicateKeysLoader(_BaseLoader):  # type: ignore[valid-type, misc]
         return cast("dict[Any, Any]", super().construct_mapping(node, deep=deep))
 
 
+def load_data_file(text: str) -> Any:
+    """Parse one of our own YAML data files (trusted, small): libyaml's safe loader, no limits.
+
+    Raises:
+        yaml.YAMLError: the text is not YAML.
+    """
+    return yaml.load(text, Loader=_BaseLoader)  # noqa: S506 - a SafeLoader (C or Python)
+
+
 def _check_events(text: str, limits: Limits) -> None:
     """Depth and expanded size from the event stream, before anything is composed.
 
