@@ -19,6 +19,7 @@ from alma_mcp.analysis.durations import DurationTable, load_durations
 from alma_mcp.blueprint.loader import Limits
 from alma_mcp.catalog.templates import TemplateCatalog
 from alma_mcp.errors import ConfigError
+from alma_mcp.events import EventBus
 from alma_mcp.ipr.deploy import EngineSet, Orchestrator
 from alma_mcp.ipr.principals import Principal, parse_roles
 from alma_mcp.ipr.service import IPRService
@@ -43,6 +44,8 @@ class Services:
     engines: EngineRegistry
     iprs: IPRService
     orchestrator: Orchestrator
+    bus: EventBus
+    """Domain events (transitions, deployment steps): metrics, audit and the SSE stream subscribe."""
     local_principal: Principal
     """Who calls over stdio (and in-memory): the model's session, with ``ALMA_STDIO_ROLES``."""
 
@@ -118,7 +121,8 @@ def open_services(settings: Settings, transport: str) -> Iterator[Services]:
     store = Store.open(settings.db_path)
     run_id = store.record_start(__version__, transport)
     registry = EngineRegistry()
-    orchestrator = Orchestrator(store, settings, limits, EngineSet(registry, store, settings), run_id)
+    bus = EventBus()
+    orchestrator = Orchestrator(store, settings, limits, EngineSet(registry, store, settings), run_id, bus=bus)
     interrupted = orchestrator.recover()
     logger.info(
         "store %s ready (run %d, %d templates, %d interrupted deploys marked)",
@@ -136,8 +140,9 @@ def open_services(settings: Settings, transport: str) -> Iterator[Services]:
             create_rules=rules,
             store=store,
             engines=registry,
-            iprs=IPRService(store, settings, limits, durations, catalog),
+            iprs=IPRService(store, settings, limits, durations, catalog, bus),
             orchestrator=orchestrator,
+            bus=bus,
             local_principal=principal,
         )
     finally:

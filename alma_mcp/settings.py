@@ -103,6 +103,48 @@ class Settings(BaseSettings):
     deploy_retry_delay: float = Field(default=0.5, ge=0.0, le=60.0)
     """First retry delay in seconds; doubles each retry (bounded backoff)."""
 
+    metrics_public: bool = False
+    """Serve ``/metrics`` without a key (for a scraper on a trusted network); otherwise a viewer key is needed."""
+
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """CIDRs of reverse proxies whose ``X-Forwarded-For`` names the real client, comma-separated."""
+
+    rate_limit_enabled: bool = True
+    """Token-bucket rate limits per principal and route class (HTTP and MCP tool calls)."""
+
+    rate_limit_global_rpm: int = Field(default=60, ge=1)
+    """Requests per minute for routes of no other class."""
+
+    rate_limit_burst: int = Field(default=10, ge=1)
+    """Bucket size: requests allowed at once before the per-minute rate applies."""
+
+    rate_limit_streaming_rpm: int = Field(default=20, ge=1)
+    """Requests per minute opening a stream (``/sse``, ``/api/v1/events``)."""
+
+    rate_limit_generation_rpm: int = Field(default=30, ge=1)
+    """Requests per minute of generation tools (create_blueprint, customize_template)."""
+
+    rate_limit_tools_rpm: int = Field(default=40, ge=1)
+    """MCP tool calls and REST tool executions per minute."""
+
+    rate_limit_crud_rpm: int = Field(default=100, ge=1)
+    """REST reads and writes of IPRs and templates per minute."""
+
+    rate_limit_max_clients: int = Field(default=10_000, ge=100)
+    """Buckets kept in memory; the least recently used are dropped beyond this."""
+
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Origins allowed by CORS on the REST API; empty = CORS off."""
+
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    """Largest HTTP request body accepted (413 beyond)."""
+
+    audit_enabled: bool = True
+    """Append tool calls, IPR transitions and auth failures to the hash-chained audit log."""
+
+    events_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
+    """Seconds between heartbeats on ``/api/v1/events``."""
+
     http_host: str = "127.0.0.1"
     """Address ``serve --transport http`` binds when ``--host`` is not given."""
 
@@ -115,7 +157,9 @@ class Settings(BaseSettings):
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Extra ``Origin`` values the HTTP transport accepts, comma-separated."""
 
-    _split = field_validator("allowed_hosts", "allowed_origins", "stdio_roles", "cli_roles", mode="before")(_split_csv)
+    _split = field_validator(
+        "allowed_hosts", "allowed_origins", "stdio_roles", "cli_roles", "trusted_proxies", "cors_origins", mode="before"
+    )(_split_csv)
     _pairs = field_validator("engines", "sim_fail", mode="before")(_split_pairs)
 
 

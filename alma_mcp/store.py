@@ -38,9 +38,13 @@ def m001_server_runs(db: Database) -> None:
 def _run_script(db: Database, script: str) -> None:
     # One statement at a time: sqlite3's executescript() would COMMIT first and break the atomicity
     # that Migrations gives each migration and its record.
-    for statement in script.split(";"):
-        if statement.strip():
-            db.execute(statement)
+    buffer = ""
+    for piece in script.split(";"):
+        buffer += piece + ";"
+        if sqlite3.complete_statement(buffer):  # a trigger body holds ';' of its own
+            if buffer.strip(" \n;"):
+                db.execute(buffer)
+            buffer = ""
 
 
 @MIGRATIONS()
@@ -158,6 +162,43 @@ def m003_deployments(db: Database) -> None:
             remaining INTEGER NOT NULL,
             PRIMARY KEY (scope, name)
         );
+        """,
+    )
+
+
+@MIGRATIONS()
+def m004_keys_and_audit(db: Database) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            roles TEXT NOT NULL,
+            secret_hash TEXT NOT NULL,
+            rate_limit_rpm INTEGER,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            revoked_at TEXT,
+            last_used_at TEXT
+        );
+        CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            principal TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL DEFAULT '',
+            outcome TEXT NOT NULL,
+            duration_ms REAL,
+            detail TEXT NOT NULL DEFAULT '{}',
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL UNIQUE
+        );
+        CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+        CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END
         """,
     )
 

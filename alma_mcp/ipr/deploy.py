@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,6 +35,7 @@ from alma_mcp.errors import (
     PermanentEngineError,
     TransientEngineError,
 )
+from alma_mcp.events import EventBus
 from alma_mcp.ipr.principals import SYSTEM, Principal, Role
 from alma_mcp.ipr.states import Action, next_state
 from alma_mcp.ipr.store import IPRRecord, IPRStore
@@ -156,9 +158,11 @@ class Orchestrator:
         engines: EngineSet,
         run_id: int | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        bus: EventBus | None = None,
     ) -> None:
         self.store = store
-        self.iprs = IPRStore(store)
+        self.bus = bus
+        self.iprs = IPRStore(store, bus)
         self.settings = settings
         self.limits = limits
         self.engines = engines
@@ -315,6 +319,7 @@ class Orchestrator:
         previous: Mapping[str, Any] | None,
         progress: Progress | None,
     ) -> DeployOutcome:
+        started = time.monotonic()
         changes = [_planned(s) for s in steps]
         plan_doc = {"changes": [c.model_dump() for c in changes], "previous": previous, "scope": ref.id}
         deployment_id = 0
@@ -363,6 +368,16 @@ class Orchestrator:
             also=close_deployment,
             updates=updates,
         )
+        if self.bus is not None:
+            self.bus.emit(
+                "deployment.finished",
+                deployment_id=deployment_id,
+                ipr_id=record.id,
+                deployment_kind=kind,
+                state="succeeded" if ok else "failed",
+                engines=sorted({s.engine_name for s in steps}),
+                seconds=time.monotonic() - started,
+            )
         return DeployOutcome(
             ipr_id=record.id,
             ipr_state=final.state.value,
@@ -470,6 +485,31 @@ class Orchestrator:
             db.execute(
                 "UPDATE deployment_steps SET status = ?, message = ?, engine_id = ?, finished_at = ? WHERE id = ?",
                 [status, message, engine_id, utc_now(), row],
+            )
+            step = dict(
+                next(
+                    iter(
+                        db.query(
+                            "SELECT s.*, d.ipr_id FROM deployment_steps s JOIN deployments d ON d.id = s.deployment_id "
+                            "WHERE s.id = ?",
+                            [row],
+                        )
+                    )
+                )
+            )
+        if self.bus is not None:
+            self.bus.emit(
+                "deployment.step",
+                step_id=row,
+                deployment_id=step["deployment_id"],
+                ipr_id=step["ipr_id"],
+                resource=step["resource"],
+                action=step["action"],
+                engine=step["engine"],
+                attempt=step["attempt"],
+                status=status,
+                started_at=step["started_at"],
+                finished_at=step["finished_at"],
             )
 
     # -- records and recovery -------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from alma_mcp.analysis.durations import DurationTable
 from alma_mcp.blueprint.loader import Limits, load_blueprint, parse_document
 from alma_mcp.catalog.templates import TemplateCatalog
 from alma_mcp.errors import ApprovalBlocked, BlueprintError, BlueprintParseError, Forbidden, InvalidRequest
+from alma_mcp.events import EventBus
 from alma_mcp.ipr.checks import CheckContext, run_checks
 from alma_mcp.ipr.principals import Principal, Role
 from alma_mcp.ipr.states import Action, IPRState, allowed_actions
@@ -66,9 +67,10 @@ class IPRService:
         limits: Limits,
         durations: DurationTable,
         catalog: TemplateCatalog,
+        bus: EventBus | None = None,
     ) -> None:
         self.store = store
-        self.iprs = IPRStore(store)
+        self.iprs = IPRStore(store, bus)
         self.settings = settings
         self.limits = limits
         self.durations = durations

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from sqlite_utils import Database
 
 from alma_mcp.errors import IPRConflict, IPRNotFound
+from alma_mcp.events import EventBus
 from alma_mcp.ipr.states import Action, IPRState, next_state
 from alma_mcp.store import Store, utc_now
 
@@ -86,19 +87,35 @@ def _record(row: Mapping[str, Any]) -> IPRRecord:
     return IPRRecord.model_validate(dict(row))
 
 
-def _event(db: Database, ipr_id: int, actor: str, action: str, before: str | None, after: str, payload: Any) -> None:
-    db.execute(
+def _event(db: Database, ipr_id: int, actor: str, action: str, before: str | None, after: str, payload: Any) -> int:
+    cursor = db.execute(
         "INSERT INTO ipr_events (ipr_id, actor, action, from_state, to_state, at, payload) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
         [ipr_id, actor, action, before, after, utc_now(), json.dumps(payload or {}, sort_keys=True)],
     )
+    return int(cursor.lastrowid or 0)
 
 
 class IPRStore:
     """Data access for IPRs; every write is one transaction."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, bus: EventBus | None = None) -> None:
         self.store = store
+        self.bus = bus
+
+    def _published(self, record: IPRRecord, event_id: int, action: str, before: str | None, actor: str) -> IPRRecord:
+        # After the commit: observers only ever see what is durable.
+        if self.bus is not None:
+            self.bus.emit(
+                "ipr.transition",
+                ipr_id=record.id,
+                event_id=event_id,
+                action=action,
+                from_state=before,
+                to_state=record.state.value,
+                actor=actor,
+            )
+        return record
 
     def _read(self, db: Database, ipr_id: int) -> IPRRecord:
         rows = list(db.query("SELECT * FROM iprs WHERE id = ?", [ipr_id]))
@@ -124,8 +141,9 @@ class IPRStore:
             )
             ipr_id = int(cursor.lastrowid or 0)
             self._insert_revision(db, ipr_id, 1, blueprint, checks, proposer)
-            _event(db, ipr_id, proposer, "open", None, IPRState.OPEN.value, {"revision": 1})
-            return self._read(db, ipr_id)
+            event_id = _event(db, ipr_id, proposer, "open", None, IPRState.OPEN.value, {"revision": 1})
+            record = self._read(db, ipr_id)
+        return self._published(record, event_id, "open", None, proposer)
 
     def _insert_revision(
         self,
@@ -239,8 +257,9 @@ class IPRStore:
                 raise IPRConflict(f"IPR {ipr_id} changed concurrently; read it again and retry")
             if also is not None:
                 also(db, record)
-            _event(db, ipr_id, actor, action.value, record.state.value, target.value, payload)
-            return self._read(db, ipr_id)
+            event_id = _event(db, ipr_id, actor, action.value, record.state.value, target.value, payload)
+            after = self._read(db, ipr_id)
+        return self._published(after, event_id, action.value, record.state.value, actor)
 
     def add_revision(
         self, ipr_id: int, actor: str, blueprint: Mapping[str, Any], checks: list[CheckResult], expect_version: int
