@@ -21,6 +21,7 @@ from alma_mcp.errors import AlmaError, InvalidRequest
 from alma_mcp.ipr.deploy import DeploymentRecord, DeployOutcome
 from alma_mcp.ipr.principals import Principal, Role
 from alma_mcp.ipr.service import IPRPage, IPRView
+from alma_mcp.server.identity import principal_from_request
 from alma_mcp.server.toolkit import coded_errors
 from alma_mcp.services import Services
 
@@ -35,10 +36,7 @@ IprId = Annotated[int, Field(ge=1, description="The IPR's id (see ipr_list)")]
 
 def principal_of(ctx: Context[Any, Any], services: Services) -> Principal:
     """The authenticated principal the HTTP app attached, else the local (stdio) principal."""
-    request = ctx.request_context.request
-    state = getattr(request, "state", None)
-    found = getattr(state, "principal", None) if state is not None else None
-    return found if isinstance(found, Principal) else services.local_principal
+    return principal_from_request(ctx.request_context.request, services)
 
 
 async def _off_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
