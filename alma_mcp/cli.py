@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from alma_mcp import __version__
+from alma_mcp import __version__, cli_keys
 from alma_mcp.errors import AlmaError, ConfigError, ToolNotFound
 from alma_mcp.settings import Settings, load_settings
 
@@ -97,6 +97,8 @@ def _build_parser() -> argparse.ArgumentParser:
         if name == "deploy":
             cmd.add_argument("--dry-run", action="store_true")
 
+    cli_keys.add_parser(sub)
+
     templates = sub.add_parser("templates", help="list or show blueprint templates")
     tsub = templates.add_subparsers(dest="templates_command", metavar="ACTION", required=True)
     tsub.add_parser("list", help="one line per template")
@@ -125,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(settings, args)
         if args.command == "call":
             return asyncio.run(_call(settings, args.tool, args.args))
+        if args.command == "keys":
+            return cli_keys.run_keys(settings, args)
         if args.command == "ipr":
             from alma_mcp.cli_ipr import run_ipr
 
@@ -138,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from alma_mcp.keys import KeyStore
     from alma_mcp.server.app import build_server
     from alma_mcp.services import open_services
 
@@ -150,18 +155,20 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     host = args.host or settings.http_host
     port = settings.http_port if args.port is None else args.port
-    if not is_loopback(host) and not args.allow_unauthenticated:
-        print(
-            f"alma-mcp: refusing to serve HTTP on {host}: it is not a loopback address and authentication "
-            "is not configured. Bind 127.0.0.1, or pass --allow-unauthenticated if a trusted proxy "
-            "authenticates every request.",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    if not is_loopback(host):
-        logger.warning("SERVING HTTP ON %s WITHOUT AUTHENTICATION: anyone who can reach it can use it", host)
     with open_services(settings, "http") as services:
-        asyncio.run(_serve_http(services, host, port))
+        keys = KeyStore(services.store).count_active()
+        if keys == 0 and not is_loopback(host) and not args.allow_unauthenticated:
+            print(
+                f"alma-mcp: refusing to serve HTTP on {host}: it is not a loopback address and no API key "
+                "exists. Create one with `alma-mcp keys create --name NAME --roles viewer,...`, bind "
+                "127.0.0.1, or pass --allow-unauthenticated if a trusted proxy authenticates every request.",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        authenticate = keys > 0 and not args.allow_unauthenticated
+        if not authenticate and not is_loopback(host):
+            logger.warning("SERVING HTTP ON %s WITHOUT AUTHENTICATION: anyone who can reach it can use it", host)
+        asyncio.run(_serve_http(services, host, port, authenticate))
     return EXIT_OK
 
 
@@ -174,13 +181,13 @@ def _stdio_hint() -> str:
     )
 
 
-async def _serve_http(services: Any, host: str, port: int) -> None:
+async def _serve_http(services: Any, host: str, port: int, authenticate: bool) -> None:
     import uvicorn
 
     from alma_mcp.server.app import build_server
     from alma_mcp.web.app import create_app
 
-    app = create_app(services, build_server(services))
+    app = create_app(services, build_server(services), authenticate=authenticate)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -191,17 +198,22 @@ async def _serve_http(services: Any, host: str, port: int) -> None:
         await asyncio.sleep(0.05)
     bound_port = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
     shown = f"[{host}]" if ":" in host else host
-    print(_http_banner(f"http://{shown}:{bound_port}"), file=sys.stderr, flush=True)
+    print(_http_banner(f"http://{shown}:{bound_port}", authenticate), file=sys.stderr, flush=True)
     await task
 
 
-def _http_banner(base: str) -> str:
+def _http_banner(base: str, authenticate: bool) -> str:
+    auth = (
+        "Every request needs an API key: Authorization: Bearer <key> (or X-API-Key).\n"
+        if authenticate
+        else "Authentication is off (no API key exists, or --allow-unauthenticated): every caller acts as the\n"
+        "local principal. Require keys by creating one: alma-mcp keys create --name NAME --roles viewer,proposer\n"
+    )
     return (
         f"alma-mcp {__version__} is serving MCP over HTTP\n"
         f"  Streamable HTTP:  {base}/mcp\n"
         f"  legacy SSE:       {base}/sse\n"
-        f"  health:           {base}/healthz\n"
-        "Connect a client, for example the MCP Inspector:\n"
+        f"  health:           {base}/healthz\n" + auth + "Connect a client, for example the MCP Inspector:\n"
         f"  npx @modelcontextprotocol/inspector --cli {base}/mcp --method tools/list\n"
         "or from Python (mcp>=2.3):\n"
         f'  async with mcp.Client("{base}/mcp") as c: print(await c.list_tools())\n'

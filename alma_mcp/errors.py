@@ -22,6 +22,7 @@ carries to the model.
     ├── IPRConflict                   ipr.conflict            another transition of the same IPR won the race
     ├── ApprovalBlocked               ipr.approval_blocked    a check blocks approval (failed validation, ...)
     ├── Forbidden                     auth.forbidden          the principal lacks the role, or approves its own IPR
+    ├── Unauthenticated               auth.unauthenticated    no valid API key (defined in alma_mcp.keys)
     ├── DeploymentNotFoundError       deploy.not_found        no deployment with that id
     ├── StoreError                    store.error             the database cannot be opened or migrated
     ├── EngineNotFound                engine.not_found        no engine registered under that name

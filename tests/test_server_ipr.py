@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.types import INVALID_PARAMS
@@ -144,3 +145,16 @@ async def test_model_over_stdio_proposes_person_approves_with_the_cli_model_depl
     self_approval = cli("--as", "bob", "approve", ipr_id)
     assert self_approval.returncode == 1
     assert "[ipr.invalid_transition]" in self_approval.stderr
+
+
+async def test_listeners_are_notified_when_an_ipr_changes(services: Services) -> None:
+    from alma_mcp.server.app import build_server
+
+    async with Client(build_server(services), mode="auto") as client:
+        created = await call_ok(client, "ipr_create", {"title": "watch me", "blueprint": SHOP})
+        uri = f"alma://iprs/{created['ipr']['id']}"
+        async with client.listen(resource_subscriptions=[uri]) as subscription:
+            await call_ok(client, "ipr_close", {"ipr_id": created["ipr"]["id"]})
+            with anyio.fail_after(5):
+                event = await subscription.__anext__()
+        assert getattr(event, "uri", None) == uri

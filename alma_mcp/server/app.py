@@ -8,6 +8,7 @@ from mcp.server import MCPServer
 
 from alma_mcp import __version__
 from alma_mcp.server import analysis, completions, ipr, resources, templates
+from alma_mcp.server.access import install_access_control
 from alma_mcp.services import Services
 
 INSTRUCTIONS = """\
@@ -48,4 +49,5 @@ def build_server(services: Services) -> MCPServer[Services]:
     ipr.register(wired, services)
     resources.register(wired, services)
     completions.register(wired, services)
+    install_access_control(wired, services)
     return server

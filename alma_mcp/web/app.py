@@ -12,13 +12,17 @@ from contextlib import asynccontextmanager
 from mcp.server import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from alma_mcp import __version__
+from alma_mcp.keys import KeyStore
 from alma_mcp.services import Services
 from alma_mcp.settings import Settings
+from alma_mcp.web.auth import AuthMiddleware
+from alma_mcp.web.hardening import BodySizeLimitMiddleware
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
@@ -34,8 +38,13 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
 
 
-def create_app(services: Services, server: MCPServer[Services]) -> Starlette:
-    """The side app. Build a fresh one per process (the session manager runs once per instance)."""
+def create_app(services: Services, server: MCPServer[Services], *, authenticate: bool = False) -> Starlette:
+    """The side app. Build a fresh one per process (the session manager runs once per instance).
+
+    Pure ASGI middleware, outermost first: auth (when ``authenticate``) -> body-size limit -> routes.
+    Without ``authenticate`` every HTTP caller is the local principal: only for a loopback bind
+    with no API keys (``alma-mcp serve`` decides; a public bind without keys is refused).
+    """
     security = transport_security(services.settings)
     http_app = server.streamable_http_app(streamable_http_path="/mcp", transport_security=security)
     sse_app = server.sse_app(sse_path="/sse", message_path="/messages/", transport_security=security)
@@ -51,4 +60,15 @@ def create_app(services: Services, server: MCPServer[Services]) -> Starlette:
     routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
     routes.extend(http_app.routes)
     routes.extend(sse_app.routes)
-    return Starlette(routes=routes, lifespan=lifespan)
+    middleware: list[Middleware] = []
+    if authenticate:
+        middleware.append(
+            Middleware(
+                AuthMiddleware,
+                keys=KeyStore(services.store),
+                bus=services.bus,
+                metrics_public=services.settings.metrics_public,
+            )
+        )
+    middleware.append(Middleware(BodySizeLimitMiddleware, max_bytes=services.settings.max_body_bytes))
+    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
