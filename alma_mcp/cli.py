@@ -149,8 +149,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if args.transport == "stdio":
         if sys.stdin.isatty():
             print(_stdio_hint(), file=sys.stderr)
+        from alma_mcp.web.ratelimit import RateLimiter
+
         with open_services(settings, "stdio") as services:
-            asyncio.run(build_server(services).run_stdio_async())
+            server = build_server(services, limiter=RateLimiter.from_settings(settings))
+            asyncio.run(server.run_stdio_async())
         return EXIT_OK
 
     host = args.host or settings.http_host
@@ -184,10 +187,9 @@ def _stdio_hint() -> str:
 async def _serve_http(services: Any, host: str, port: int, authenticate: bool) -> None:
     import uvicorn
 
-    from alma_mcp.server.app import build_server
-    from alma_mcp.web.app import create_app
+    from alma_mcp.web.app import create_side_app
 
-    app = create_app(services, build_server(services), authenticate=authenticate)
+    app = create_side_app(services, authenticate=authenticate).app
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -9,6 +9,7 @@ from mcp.server import MCPServer
 from alma_mcp import __version__
 from alma_mcp.server import analysis, completions, ipr, resources, templates
 from alma_mcp.server.access import install_access_control
+from alma_mcp.server.limits import ToolLimiter, install_tool_limits
 from alma_mcp.services import Services
 
 INSTRUCTIONS = """\
@@ -26,8 +27,11 @@ wave by wave and ipr_rollback undoes it. You cannot approve your own IPR.
 """
 
 
-def build_server(services: Services) -> MCPServer[Services]:
-    """A fully wired server; the caller owns ``services`` and keeps them open while it runs."""
+def build_server(services: Services, *, limiter: ToolLimiter | None = None) -> MCPServer[Services]:
+    """A fully wired server; the caller owns ``services`` and keeps them open while it runs.
+
+    With a ``limiter``, tool calls are rate-limited per principal on this server's every transport.
+    """
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Services]) -> AsyncIterator[Services]:
@@ -50,4 +54,6 @@ def build_server(services: Services) -> MCPServer[Services]:
     resources.register(wired, services)
     completions.register(wired, services)
     install_access_control(wired, services)
+    if limiter is not None:
+        install_tool_limits(wired, services, limiter)
     return server

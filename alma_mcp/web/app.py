@@ -8,6 +8,7 @@ never runs). Host and Origin checks stay on: loopback names are always allowed, 
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from mcp.server import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
@@ -19,10 +20,13 @@ from starlette.routing import BaseRoute, Route
 
 from alma_mcp import __version__
 from alma_mcp.keys import KeyStore
+from alma_mcp.server.app import build_server
 from alma_mcp.services import Services
 from alma_mcp.settings import Settings
 from alma_mcp.web.auth import AuthMiddleware
 from alma_mcp.web.hardening import BodySizeLimitMiddleware
+from alma_mcp.web.metrics import Metrics, MetricsMiddleware, install_tool_metrics, metrics_endpoint
+from alma_mcp.web.ratelimit import RateLimiter, RateLimitMiddleware
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
@@ -38,37 +42,81 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
 
 
-def create_app(services: Services, server: MCPServer[Services], *, authenticate: bool = False) -> Starlette:
-    """The side app. Build a fresh one per process (the session manager runs once per instance).
+@dataclass
+class SideApp:
+    """The HTTP side app and the pieces tests, benchmarks and the REST routes share."""
 
-    Pure ASGI middleware, outermost first: auth (when ``authenticate``) -> body-size limit -> routes.
-    Without ``authenticate`` every HTTP caller is the local principal: only for a loopback bind
-    with no API keys (``alma-mcp serve`` decides; a public bind without keys is refused).
+    app: Starlette
+    server: MCPServer[Services]
+    limiter: RateLimiter
+    metrics: Metrics
+
+
+def create_side_app(services: Services, *, authenticate: bool = False) -> SideApp:
+    """Build the MCP server and the side app around it, fresh (the session manager runs once per instance).
+
+    Pure ASGI middleware, outermost first: metrics -> auth (when ``authenticate``) -> rate limit ->
+    body-size limit -> routes. One limiter serves HTTP routes and MCP tool calls (charged once); one
+    per-app metrics registry records both and the domain events. Without ``authenticate`` every
+    HTTP caller is the local principal: only for a loopback bind with no API keys (``alma-mcp
+    serve`` decides; a public bind without keys is refused).
     """
-    security = transport_security(services.settings)
+    metrics = Metrics()
+    limiter = RateLimiter.from_settings(services.settings, on_reject=metrics.record_rate_limit_rejection)
+    server = build_server(services, limiter=limiter)
+    install_tool_metrics(server, metrics)
+    return SideApp(
+        app=create_app(services, server, authenticate=authenticate, limiter=limiter, metrics=metrics),
+        server=server,
+        limiter=limiter,
+        metrics=metrics,
+    )
+
+
+def create_app(
+    services: Services,
+    server: MCPServer[Services],
+    *,
+    authenticate: bool = False,
+    limiter: RateLimiter | None = None,
+    metrics: Metrics | None = None,
+) -> Starlette:
+    """The side app around an already built server (``create_side_app`` builds both)."""
+    settings = services.settings
+    security = transport_security(settings)
     http_app = server.streamable_http_app(streamable_http_path="/mcp", transport_security=security)
     sse_app = server.sse_app(sse_path="/sse", message_path="/messages/", transport_security=security)
+    metrics = metrics if metrics is not None else Metrics()
+    limiter = limiter if limiter is not None else RateLimiter.from_settings(settings)
 
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "version": __version__})
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        async with server.session_manager.run():
-            yield
+        unsubscribe = services.bus.subscribe(metrics.subscriber)
+        try:
+            async with server.session_manager.run():
+                yield
+        finally:
+            unsubscribe()
 
-    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint(metrics), methods=["GET"]),
+    ]
     routes.extend(http_app.routes)
     routes.extend(sse_app.routes)
-    middleware: list[Middleware] = []
+    middleware: list[Middleware] = [Middleware(MetricsMiddleware, metrics=metrics)]
     if authenticate:
         middleware.append(
             Middleware(
                 AuthMiddleware,
                 keys=KeyStore(services.store),
                 bus=services.bus,
-                metrics_public=services.settings.metrics_public,
+                metrics_public=settings.metrics_public,
             )
         )
-    middleware.append(Middleware(BodySizeLimitMiddleware, max_bytes=services.settings.max_body_bytes))
+    middleware.append(Middleware(RateLimitMiddleware, limiter=limiter, trusted_proxies=settings.trusted_proxies))
+    middleware.append(Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes))
     return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
