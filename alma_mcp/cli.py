@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from alma_mcp import __version__, cli_keys
+from alma_mcp import __version__, cli_audit, cli_keys
 from alma_mcp.errors import AlmaError, ConfigError, ToolNotFound
 from alma_mcp.settings import Settings, load_settings
 
@@ -98,6 +98,7 @@ def _build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--dry-run", action="store_true")
 
     cli_keys.add_parser(sub)
+    cli_audit.add_parser(sub)
 
     templates = sub.add_parser("templates", help="list or show blueprint templates")
     tsub = templates.add_subparsers(dest="templates_command", metavar="ACTION", required=True)
@@ -127,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(settings, args)
         if args.command == "call":
             return asyncio.run(_call(settings, args.tool, args.args))
+        if args.command == "audit":
+            return cli_audit.run_audit(settings, args)
         if args.command == "keys":
             return cli_keys.run_keys(settings, args)
         if args.command == "ipr":

@@ -16,6 +16,7 @@ from alma_mcp import __version__
 from alma_mcp.analysis.create import CreateRules, load_create_rules
 from alma_mcp.analysis.create_rules import check_rules_against_catalog
 from alma_mcp.analysis.durations import DurationTable, load_durations
+from alma_mcp.audit import AuditLog
 from alma_mcp.blueprint.loader import Limits
 from alma_mcp.catalog.templates import TemplateCatalog
 from alma_mcp.errors import ConfigError
@@ -44,6 +45,8 @@ class Services:
     engines: EngineRegistry
     iprs: IPRService
     orchestrator: Orchestrator
+    audit: AuditLog
+    """The hash-chained audit log (tool calls, IPR transitions, auth failures)."""
     bus: EventBus
     """Domain events (transitions, deployment steps): metrics, audit and the SSE stream subscribe."""
     local_principal: Principal
@@ -122,6 +125,8 @@ def open_services(settings: Settings, transport: str) -> Iterator[Services]:
     run_id = store.record_start(__version__, transport)
     registry = EngineRegistry()
     bus = EventBus()
+    audit = AuditLog(store, enabled=settings.audit_enabled)
+    bus.subscribe(audit.subscriber)
     orchestrator = Orchestrator(store, settings, limits, EngineSet(registry, store, settings), run_id, bus=bus)
     interrupted = orchestrator.recover()
     logger.info(
@@ -143,6 +148,7 @@ def open_services(settings: Settings, transport: str) -> Iterator[Services]:
             iprs=IPRService(store, settings, limits, durations, catalog, bus),
             orchestrator=orchestrator,
             bus=bus,
+            audit=audit,
             local_principal=principal,
         )
     finally:

@@ -9,6 +9,7 @@ from mcp.server import MCPServer
 from alma_mcp import __version__
 from alma_mcp.server import analysis, completions, ipr, resources, templates
 from alma_mcp.server.access import install_access_control
+from alma_mcp.server.auditing import install_tool_audit
 from alma_mcp.server.limits import ToolLimiter, install_tool_limits
 from alma_mcp.services import Services
 
@@ -53,6 +54,7 @@ def build_server(services: Services, *, limiter: ToolLimiter | None = None) -> M
     ipr.register(wired, services)
     resources.register(wired, services)
     completions.register(wired, services)
+    install_tool_audit(wired, services, services.audit)  # outermost: refused calls are recorded too
     install_access_control(wired, services)
     if limiter is not None:
         install_tool_limits(wired, services, limiter)

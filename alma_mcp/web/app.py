@@ -27,6 +27,7 @@ from alma_mcp.web.auth import AuthMiddleware
 from alma_mcp.web.hardening import BodySizeLimitMiddleware
 from alma_mcp.web.metrics import Metrics, MetricsMiddleware, install_tool_metrics, metrics_endpoint
 from alma_mcp.web.ratelimit import RateLimiter, RateLimitMiddleware
+from alma_mcp.web.rest import rest_routes
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
@@ -105,6 +106,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint(metrics), methods=["GET"]),
     ]
+    routes.extend(rest_routes(services, server, rate_stats=limiter.stats, audit=services.audit))
     routes.extend(http_app.routes)
     routes.extend(sse_app.routes)
     middleware: list[Middleware] = [Middleware(MetricsMiddleware, metrics=metrics)]

@@ -24,6 +24,8 @@ HTTP_STATUS_FOR_CODE: dict[str, int] = {
     "auth.forbidden": 403,
     "rate_limit.exceeded": 429,
     "request.invalid": 400,
+    "request.unprocessable": 422,
+    "health.unhealthy": 503,
     "request.too_large": 413,
     "ipr.not_found": 404,
     "deploy.not_found": 404,
