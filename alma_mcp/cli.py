@@ -94,6 +94,8 @@ def _build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("ipr_id", type=int)
         if name in ("approve", "request-changes", "reject", "close"):
             cmd.add_argument("--comment", "-m", default=None)
+        if name == "approve":
+            cmd.add_argument("--override", default=None, help="admins: approve past a budget or audit block, with why")
         if name == "deploy":
             cmd.add_argument("--dry-run", action="store_true")
 

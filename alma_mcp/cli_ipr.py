@@ -42,7 +42,9 @@ def run_ipr(settings: Settings, args: argparse.Namespace) -> int:
             print(render(services.iprs.get(who, args.ipr_id)))
             return EXIT_OK
         if command in ("approve", "request-changes", "reject"):
-            view = services.iprs.review(who, args.ipr_id, command.replace("-", "_"), args.comment)
+            view = services.iprs.review(
+                who, args.ipr_id, command.replace("-", "_"), args.comment, getattr(args, "override", None)
+            )
             print(
                 f"IPR #{view.ipr.id} is now {view.ipr.state.value} ({len(view.approvals)}/"
                 f"{view.required_approvals} approvals)"

@@ -16,6 +16,7 @@ from alma_mcp import __version__
 from alma_mcp.analysis.create import CreateRules, load_create_rules
 from alma_mcp.analysis.create_rules import check_rules_against_catalog
 from alma_mcp.analysis.durations import DurationTable, load_durations
+from alma_mcp.analysis.pricing import PriceCatalog
 from alma_mcp.audit import AuditLog
 from alma_mcp.blueprint.loader import Limits
 from alma_mcp.catalog.templates import TemplateCatalog
@@ -41,6 +42,7 @@ class Services:
     catalog: TemplateCatalog
     durations: DurationTable
     create_rules: CreateRules
+    prices: PriceCatalog
     store: Store
     engines: EngineRegistry
     iprs: IPRService
@@ -82,6 +84,16 @@ def load_rules(settings: Settings, catalog: TemplateCatalog) -> CreateRules:
     return rules
 
 
+def load_prices(settings: Settings) -> PriceCatalog:
+    """The price catalogue: ``ALMA_PRICING_FILE`` (a file or folder) or the shipped ``resources/pricing``.
+
+    Raises:
+        ConfigError: a price file is invalid (named).
+    """
+    path = settings.pricing_file or find_data_dir(settings.data_dir) / "resources" / "pricing"
+    return PriceCatalog.from_path(path)
+
+
 def load_catalog(settings: Settings) -> TemplateCatalog:
     """Find the data folder and validate every template (a bad file stops start-up).
 
@@ -119,6 +131,7 @@ def open_services(settings: Settings, transport: str) -> Iterator[Services]:
     catalog = load_catalog(settings)
     durations = load_durations_table(settings)
     rules = load_rules(settings, catalog)
+    prices = load_prices(settings)
     principal = local_principal(settings)
     limits = limits_from(settings)
     store = Store.open(settings.db_path)
@@ -143,9 +156,10 @@ def open_services(settings: Settings, transport: str) -> Iterator[Services]:
             catalog=catalog,
             durations=durations,
             create_rules=rules,
+            prices=prices,
             store=store,
             engines=registry,
-            iprs=IPRService(store, settings, limits, durations, catalog, bus),
+            iprs=IPRService(store, settings, limits, durations, catalog, bus, prices),
             orchestrator=orchestrator,
             bus=bus,
             audit=audit,

@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     log_level: LogLevel = "INFO"
     """Log level of the stderr log (stdout belongs to the stdio transport)."""
 
+    pricing_file: Path | None = None
+    """Your own price catalogue (a YAML file or a folder of them) instead of ``resources/pricing``."""
+
+    budget_monthly: float | None = Field(default=None, gt=0)
+    """Monthly budget; an IPR whose blueprint costs more cannot be approved unless an admin overrides."""
+
     max_document_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     """Largest blueprint document accepted, in bytes (UTF-8)."""
 

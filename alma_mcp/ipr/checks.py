@@ -10,8 +10,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from alma_mcp.analysis.cost import monthly_cost
 from alma_mcp.analysis.durations import DurationTable
 from alma_mcp.analysis.plan import plan_deployment
+from alma_mcp.analysis.pricing import PriceCatalog
 from alma_mcp.analysis.validate import validate
 from alma_mcp.blueprint.loader import Limits, load_blueprint
 from alma_mcp.blueprint.model import Blueprint
@@ -26,6 +28,8 @@ class CheckContext:
     parallelism: int
     current: Mapping[str, Any] | None
     """What is deployed now under the same blueprint name (by any IPR), if anything."""
+    prices: PriceCatalog | None = None
+    budget_monthly: float | None = None
 
 
 Check = Callable[[Mapping[str, Any], CheckContext], CheckResult]
@@ -68,7 +72,39 @@ def plan_check(data: Mapping[str, Any], ctx: CheckContext) -> CheckResult:
     )
 
 
-CHECKS: list[Check] = [validation_check, plan_check]
+def cost_check(data: Mapping[str, Any], ctx: CheckContext) -> CheckResult:
+    """The monthly cost delta against what is deployed, and the budget gate (``ALMA_BUDGET_MONTHLY``)."""
+    if ctx.prices is None:
+        return CheckResult(name="cost", status="pass", blocking=False, summary="no price catalogue configured")
+    try:
+        after = monthly_cost(load_blueprint(data, ctx.limits), ctx.prices)
+        before = monthly_cost(load_blueprint(ctx.current, ctx.limits), ctx.prices) if ctx.current else 0.0
+    except BlueprintError as err:
+        return CheckResult(name="cost", status="fail", blocking=True, summary=str(err))
+    currency = ctx.prices.get().currency
+    delta = round(after - before, 2)
+    summary = f"{delta:+,.2f} {currency}/month (from {before:,.2f} to {after:,.2f})"
+    details = {
+        "before": before,
+        "after": after,
+        "delta": delta,
+        "currency": currency,
+        "profile": ctx.prices.default_profile,
+        "budget_monthly": ctx.budget_monthly,
+    }
+    if ctx.budget_monthly is not None and after > ctx.budget_monthly:
+        return CheckResult(
+            name="cost",
+            status="fail",
+            blocking=True,
+            overridable=True,
+            summary=f"{summary}; over the budget of {ctx.budget_monthly:,.2f} {currency}/month",
+            details=details,
+        )
+    return CheckResult(name="cost", status="pass", blocking=False, summary=summary, details=details)
+
+
+CHECKS: list[Check] = [validation_check, plan_check, cost_check]
 
 
 def run_checks(data: Mapping[str, Any], ctx: CheckContext) -> list[CheckResult]:

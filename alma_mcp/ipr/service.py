@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from sqlite_utils import Database
 
 from alma_mcp.analysis.durations import DurationTable
+from alma_mcp.analysis.pricing import PriceCatalog
 from alma_mcp.blueprint.loader import Limits, load_blueprint, parse_document
 from alma_mcp.catalog.templates import TemplateCatalog
 from alma_mcp.errors import ApprovalBlocked, BlueprintError, BlueprintParseError, Forbidden, InvalidRequest
@@ -68,7 +69,9 @@ class IPRService:
         durations: DurationTable,
         catalog: TemplateCatalog,
         bus: EventBus | None = None,
+        prices: PriceCatalog | None = None,
     ) -> None:
+        self.prices = prices
         self.store = store
         self.iprs = IPRStore(store, bus)
         self.settings = settings
@@ -170,6 +173,8 @@ class IPRService:
             durations=self.durations,
             parallelism=self.settings.plan_parallelism,
             current=current,
+            prices=self.prices,
+            budget_monthly=self.settings.budget_monthly,
         )
         return run_checks(data, context)
 
@@ -230,7 +235,16 @@ class IPRService:
 
     # -- reviewing -------------------------------------------------------------------------------
 
-    def review(self, principal: Principal, ipr_id: int, action: str, comment: str | None = None) -> IPRView:
+    def review(
+        self,
+        principal: Principal,
+        ipr_id: int,
+        action: str,
+        comment: str | None = None,
+        override: str | None = None,
+    ) -> IPRView:
+        """Approve, request changes or reject. ``override`` (admins only, with a reason) approves past
+        overridable blocking checks (budget, critical findings); it is recorded on the event."""
         try:
             act = Action(action)
         except ValueError:
@@ -241,8 +255,11 @@ class IPRService:
         principal.require(Role.APPROVER, f"{act.value.replace('_', ' ')} an IPR")
         record = self.iprs.get(ipr_id)
         revision = self.iprs.revision(ipr_id, record.revision)
+        overridden: list[str] = []
         if act is Action.APPROVE:
-            self._check_can_approve(principal, record, revision)
+            overridden = self._check_can_approve(principal, record, revision, override)
+        elif override:
+            raise InvalidRequest("override applies to approve only")
         required = self.settings.ipr_required_approvals
 
         def guard(db: Database, rec: IPRRecord) -> IPRState | None:
@@ -272,14 +289,18 @@ class IPRService:
             ipr_id,
             act,
             principal.id,
-            payload={"revision": record.revision, "comment": bool(comment)},
+            payload={"revision": record.revision, "comment": bool(comment)}
+            | ({"override": {"reason": override, "checks": overridden}} if overridden else {}),
             expect_version=record.version,
             guard=guard,
             also=write,
         )
         return self.view(ipr_id)
 
-    def _check_can_approve(self, principal: Principal, record: IPRRecord, revision: Revision) -> None:
+    def _check_can_approve(
+        self, principal: Principal, record: IPRRecord, revision: Revision, override: str | None
+    ) -> list[str]:
+        """The names of the blocking checks an admin's ``override`` passes (empty when none block)."""
         if principal.id in (record.proposer, revision.created_by):
             raise Forbidden(
                 f"{principal.id} cannot approve IPR {record.id}: it proposed or wrote this revision "
@@ -287,13 +308,21 @@ class IPRService:
                 data={"principal": principal.id, "proposer": record.proposer},
             )
         blocking = [c for c in revision.checks if c.blocking]
-        if blocking and record.state is IPRState.OPEN:
-            first = blocking[0]
-            raise ApprovalBlocked(
-                f"IPR {record.id} cannot be approved: the {first.name} check failed ({first.summary}); "
-                "revise the blueprint",
-                data={"checks": [c.name for c in blocking]},
+        if not blocking or record.state is not IPRState.OPEN:
+            if override:
+                raise InvalidRequest(f"nothing to override: no check blocks IPR {record.id}")
+            return []
+        hard = [c for c in blocking if not c.overridable]
+        first = (hard or blocking)[0]
+        if hard or not override or not principal.has(Role.ADMIN):
+            how = (
+                "revise the blueprint" if hard else "revise the blueprint, or an admin approves with an override reason"
             )
+            raise ApprovalBlocked(
+                f"IPR {record.id} cannot be approved: the {first.name} check failed ({first.summary}); {how}",
+                data={"checks": [c.name for c in blocking], "overridable": not hard},
+            )
+        return [c.name for c in blocking]
 
     def close(self, principal: Principal, ipr_id: int, comment: str | None = None) -> IPRView:
         record = self.iprs.get(ipr_id)

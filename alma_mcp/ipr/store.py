@@ -43,6 +43,8 @@ class CheckResult(BaseModel):
     name: str
     status: str  # pass | warn | fail
     blocking: bool
+    overridable: bool = False
+    """A blocking result an admin may override with a recorded reason (budget, critical findings)."""
     summary: str
     details: dict[str, Any] = {}
 

@@ -48,6 +48,10 @@ TOOL_ROLES: Final[Mapping[str, Role]] = MappingProxyType(
         "ipr_get": Role.VIEWER,
         "ipr_list": Role.VIEWER,
         "deployment_status": Role.VIEWER,
+        "estimate_resources": Role.VIEWER,
+        "optimize_costs": Role.VIEWER,
+        "calculate_capacity": Role.VIEWER,
+        "forecast_metrics": Role.VIEWER,
         # Proposing changes.
         "ipr_create": Role.PROPOSER,
         "ipr_revise": Role.PROPOSER,

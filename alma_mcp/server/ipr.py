@@ -131,11 +131,19 @@ def register(server: MCPServer[Any], services: Services) -> None:
         action: Annotated[Literal["approve", "request_changes", "reject"], Field(description="The verdict")],
         ctx: Context[Any, Any],
         comment: Annotated[str | None, Field(max_length=10_000, description="Why")] = None,
+        override: Annotated[
+            str | None,
+            Field(
+                max_length=2000,
+                description="Admins only: approve past an overridable blocking check (budget, "
+                "critical findings); the reason is recorded",
+            ),
+        ] = None,
     ) -> IPRView:
         """Approve, request changes on, or reject an IPR. Needs the approver role, which the model's
         own session does not have by default: a person approves with `alma-mcp ipr approve ID`. The
         proposer can never approve their own IPR, and an IPR whose checks fail cannot be approved."""
-        view = await _off_loop(iprs.review, principal_of(ctx, services), ipr_id, action, comment)
+        view = await _off_loop(iprs.review, principal_of(ctx, services), ipr_id, action, comment, override)
         await changed(ctx, ipr_id)
         return trim_view(view, budget)
 

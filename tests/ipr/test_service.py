@@ -48,7 +48,9 @@ def test_opening_stores_a_revision_with_checks_and_an_event(services: Services) 
     assert [(c.name, c.status, c.blocking) for c in view.revision.checks] == [
         ("validation", "pass", False),
         ("plan", "pass", False),
+        ("cost", "pass", False),
     ]
+    assert view.revision.checks[2].summary.startswith("+")
     assert view.revision.checks[1].summary == "Plan: 2 to create, 0 to update, 0 to destroy."
     assert [(e.actor, e.action, e.from_state, e.to_state) for e in view.events] == [("mcp:local", "open", None, "open")]
     assert view.allowed_actions == ["approve", "request_changes", "reject", "revise", "close"]
@@ -265,3 +267,41 @@ def test_two_racing_approvals_one_wins_the_other_gets_a_coded_error(tmp_path: An
         assert view.ipr.state == "approved"
         assert len(view.approvals) == 1
         assert [e.action for e in view.events] == ["open", "approve"]
+
+
+def test_over_budget_blocks_approval_until_an_admin_overrides_with_a_reason() -> None:
+    with open_services(Settings(db_path=":memory:", budget_monthly=1.0), "test") as services:
+        ipr_id = services.iprs.create(MODEL, title="pricey", blueprint=SHOP).ipr.id
+        cost = services.iprs.get(READER, ipr_id).revision.checks[2]
+        assert (cost.name, cost.status, cost.blocking, cost.overridable) == ("cost", "fail", True, True)
+        assert "over the budget of 1.00 USD/month" in cost.summary
+        with pytest.raises(ApprovalBlocked) as info:
+            services.iprs.review(ALICE, ipr_id, "approve")
+        assert info.value.message.endswith("or an admin approves with an override reason")
+        assert info.value.data == {"checks": ["cost"], "overridable": True}
+        with pytest.raises(ApprovalBlocked):
+            services.iprs.review(ALICE, ipr_id, "approve", override="not an admin")
+        admin = Principal(id="user:boss", roles=frozenset({Role.ADMIN}))
+        view = services.iprs.review(admin, ipr_id, "approve", override="quarter-end launch, budget raised next month")
+    assert view.ipr.state == "approved"
+    assert view.events[-1].payload["override"] == {
+        "reason": "quarter-end launch, budget raised next month",
+        "checks": ["cost"],
+    }
+
+
+def test_validation_failures_are_never_overridable(services: Services) -> None:
+    bad = {
+        "name": "shop",
+        "resources": [{"name": "web", "type": "compute", "provider": "simulation", "dependencies": ["ghost"]}],
+    }
+    ipr_id = services.iprs.create(MODEL, title="broken", blueprint=bad).ipr.id
+    admin = Principal(id="user:boss", roles=frozenset({Role.ADMIN}))
+    with pytest.raises(ApprovalBlocked) as info:
+        services.iprs.review(admin, ipr_id, "approve", override="please")
+    assert info.value.data["overridable"] is False
+    with pytest.raises(InvalidRequest) as nothing:
+        services.iprs.review(
+            admin, services.iprs.create(MODEL, title="ok", blueprint=SHOP).ipr.id, "approve", override="why"
+        )
+    assert nothing.value.message.startswith("nothing to override: no check blocks IPR")

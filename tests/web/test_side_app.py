@@ -13,24 +13,12 @@ from alma_mcp.keys import KeyStore
 from alma_mcp.services import Services, open_services
 from alma_mcp.settings import Settings
 from alma_mcp.web.app import SideApp, create_side_app
-from tests.mcp_helpers import ALL_TOOLS
+from tests.mcp_helpers import ALL_TOOLS, READ_ONLY_TOOLS
 
 pytestmark = pytest.mark.anyio
 
 BASE = "http://127.0.0.1:8000"
-VIEWER_TOOLS = sorted(
-    [
-        "list_templates",
-        "customize_template",
-        "validate_blueprint",
-        "generate_deployment_plan",
-        "compare_blueprints",
-        "create_blueprint",
-        "ipr_get",
-        "ipr_list",
-        "deployment_status",
-    ]
-)
+VIEWER_TOOLS = sorted(READ_ONLY_TOOLS)
 
 
 @asynccontextmanager
