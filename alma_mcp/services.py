@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from alma_mcp import __version__
+from alma_mcp.analysis.audit import PolicyCatalog
 from alma_mcp.analysis.create import CreateRules, load_create_rules
 from alma_mcp.analysis.create_rules import check_rules_against_catalog
 from alma_mcp.analysis.durations import DurationTable, load_durations
@@ -43,6 +44,7 @@ class Services:
     durations: DurationTable
     create_rules: CreateRules
     prices: PriceCatalog
+    policies: PolicyCatalog
     store: Store
     engines: EngineRegistry
     iprs: IPRService
@@ -132,6 +134,7 @@ def open_services(settings: Settings, transport: str) -> Iterator[Services]:
     durations = load_durations_table(settings)
     rules = load_rules(settings, catalog)
     prices = load_prices(settings)
+    policies = PolicyCatalog.from_directory(find_data_dir(settings.data_dir) / "resources" / "policies")
     principal = local_principal(settings)
     limits = limits_from(settings)
     store = Store.open(settings.db_path)
@@ -157,9 +160,10 @@ def open_services(settings: Settings, transport: str) -> Iterator[Services]:
             durations=durations,
             create_rules=rules,
             prices=prices,
+            policies=policies,
             store=store,
             engines=registry,
-            iprs=IPRService(store, settings, limits, durations, catalog, bus, prices),
+            iprs=IPRService(store, settings, limits, durations, catalog, bus, prices, policies),
             orchestrator=orchestrator,
             bus=bus,
             audit=audit,

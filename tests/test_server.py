@@ -129,7 +129,7 @@ async def test_schema_resource_is_the_generated_json_schema(client: Client) -> N
 
 async def test_resources_and_templates_are_listed_with_descriptions(client: Client) -> None:
     resources = {str(r.uri): r for r in (await client.list_resources()).resources}
-    assert sorted(resources) == ["alma://pricing", "alma://schema/blueprint", "alma://templates"]
+    assert sorted(resources) == ["alma://policies", "alma://pricing", "alma://schema/blueprint", "alma://templates"]
     templates = (await client.list_resource_templates()).resource_templates
     assert sorted(t.uri_template for t in templates) == [
         "alma://deployments/{deployment_id}",

@@ -35,7 +35,7 @@ async def test_the_model_proposes_cannot_approve_and_deploys_what_a_person_appro
     ipr_id = created["ipr"]["id"]
     assert created["ipr"]["state"] == "open"
     assert created["ipr"]["proposer"] == "mcp:local"
-    assert [c["name"] for c in created["revision"]["checks"]] == ["validation", "plan", "cost"]
+    assert [c["name"] for c in created["revision"]["checks"]] == ["validation", "plan", "security", "cost"]
     refused = await call_error(client, "ipr_review", {"ipr_id": ipr_id, "action": "approve"})
     assert refused == (
         "[auth.forbidden] mcp:local needs the 'approver' role to approve an IPR; it has: deployer, proposer, viewer"

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from alma_mcp.analysis.audit import PolicyCatalog, audit, blocking_findings
 from alma_mcp.analysis.cost import monthly_cost
 from alma_mcp.analysis.durations import DurationTable
 from alma_mcp.analysis.plan import plan_deployment
@@ -17,7 +18,7 @@ from alma_mcp.analysis.pricing import PriceCatalog
 from alma_mcp.analysis.validate import validate
 from alma_mcp.blueprint.loader import Limits, load_blueprint
 from alma_mcp.blueprint.model import Blueprint
-from alma_mcp.errors import BlueprintError
+from alma_mcp.errors import AlmaError, BlueprintError
 from alma_mcp.ipr.store import CheckResult
 
 
@@ -30,6 +31,7 @@ class CheckContext:
     """What is deployed now under the same blueprint name (by any IPR), if anything."""
     prices: PriceCatalog | None = None
     budget_monthly: float | None = None
+    policies: PolicyCatalog | None = None
 
 
 Check = Callable[[Mapping[str, Any], CheckContext], CheckResult]
@@ -104,7 +106,40 @@ def cost_check(data: Mapping[str, Any], ctx: CheckContext) -> CheckResult:
     return CheckResult(name="cost", status="pass", blocking=False, summary=summary, details=details)
 
 
-CHECKS: list[Check] = [validation_check, plan_check, cost_check]
+def security_check(data: Mapping[str, Any], ctx: CheckContext) -> CheckResult:
+    """The security audit; critical findings block approval unless an admin overrides with a reason."""
+    if ctx.policies is None:
+        return CheckResult(name="security", status="pass", blocking=False, summary="no rule catalogue configured")
+    try:
+        report = audit(load_blueprint(data, ctx.limits), ctx.policies)
+    except AlmaError as err:  # a schema error (validation blocks) or a malformed suppression
+        return CheckResult(name="security", status="fail", blocking=True, summary=str(err))
+    critical = blocking_findings(report)
+    details = {
+        "score": report.score,
+        "grade": report.grade,
+        "counts": report.counts,
+        "suppressed": len(report.suppressed),
+        "findings": [
+            {"rule_id": f.rule_id, "severity": f.severity.value, "resource": f.resource, "message": f.message}
+            for f in report.findings[:50]
+        ],
+    }
+    if critical:
+        return CheckResult(
+            name="security",
+            status="fail",
+            blocking=True,
+            overridable=True,
+            summary=f"{report.summary}; {len(critical)} critical finding{'s' * (len(critical) != 1)} "
+            f"(first: {critical[0].rule_id} on {critical[0].resource or 'the blueprint'})",
+            details=details,
+        )
+    status = "warn" if report.counts.get("high", 0) or report.counts.get("medium", 0) else "pass"
+    return CheckResult(name="security", status=status, blocking=False, summary=report.summary, details=details)
+
+
+CHECKS: list[Check] = [validation_check, plan_check, security_check, cost_check]
 
 
 def run_checks(data: Mapping[str, Any], ctx: CheckContext) -> list[CheckResult]:

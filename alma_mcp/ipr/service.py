@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from sqlite_utils import Database
 
+from alma_mcp.analysis.audit import PolicyCatalog
 from alma_mcp.analysis.durations import DurationTable
 from alma_mcp.analysis.pricing import PriceCatalog
 from alma_mcp.blueprint.loader import Limits, load_blueprint, parse_document
@@ -70,8 +71,10 @@ class IPRService:
         catalog: TemplateCatalog,
         bus: EventBus | None = None,
         prices: PriceCatalog | None = None,
+        policies: PolicyCatalog | None = None,
     ) -> None:
         self.prices = prices
+        self.policies = policies
         self.store = store
         self.iprs = IPRStore(store, bus)
         self.settings = settings
@@ -175,6 +178,7 @@ class IPRService:
             current=current,
             prices=self.prices,
             budget_monthly=self.settings.budget_monthly,
+            policies=self.policies,
         )
         return run_checks(data, context)
 

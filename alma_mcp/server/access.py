@@ -52,6 +52,8 @@ TOOL_ROLES: Final[Mapping[str, Role]] = MappingProxyType(
         "optimize_costs": Role.VIEWER,
         "calculate_capacity": Role.VIEWER,
         "forecast_metrics": Role.VIEWER,
+        "security_audit": Role.VIEWER,
+        "check_compliance": Role.VIEWER,
         # Proposing changes.
         "ipr_create": Role.PROPOSER,
         "ipr_revise": Role.PROPOSER,

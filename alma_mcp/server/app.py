@@ -7,7 +7,7 @@ from typing import Any
 from mcp.server import MCPServer
 
 from alma_mcp import __version__
-from alma_mcp.server import analysis, completions, costs, ipr, resources, templates
+from alma_mcp.server import analysis, completions, costs, ipr, resources, security, templates
 from alma_mcp.server.access import install_access_control
 from alma_mcp.server.auditing import install_tool_audit
 from alma_mcp.server.limits import ToolLimiter, install_tool_limits
@@ -52,6 +52,7 @@ def build_server(services: Services, *, limiter: ToolLimiter | None = None) -> M
     templates.register(wired, services)
     analysis.register(wired, services)
     costs.register(wired, services)
+    security.register(wired, services)
     ipr.register(wired, services)
     resources.register(wired, services)
     completions.register(wired, services)

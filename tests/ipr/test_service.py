@@ -48,9 +48,10 @@ def test_opening_stores_a_revision_with_checks_and_an_event(services: Services) 
     assert [(c.name, c.status, c.blocking) for c in view.revision.checks] == [
         ("validation", "pass", False),
         ("plan", "pass", False),
+        ("security", "warn", False),
         ("cost", "pass", False),
     ]
-    assert view.revision.checks[2].summary.startswith("+")
+    assert view.revision.checks[3].summary.startswith("+")
     assert view.revision.checks[1].summary == "Plan: 2 to create, 0 to update, 0 to destroy."
     assert [(e.actor, e.action, e.from_state, e.to_state) for e in view.events] == [("mcp:local", "open", None, "open")]
     assert view.allowed_actions == ["approve", "request_changes", "reject", "revise", "close"]
@@ -272,7 +273,7 @@ def test_two_racing_approvals_one_wins_the_other_gets_a_coded_error(tmp_path: An
 def test_over_budget_blocks_approval_until_an_admin_overrides_with_a_reason() -> None:
     with open_services(Settings(db_path=":memory:", budget_monthly=1.0), "test") as services:
         ipr_id = services.iprs.create(MODEL, title="pricey", blueprint=SHOP).ipr.id
-        cost = services.iprs.get(READER, ipr_id).revision.checks[2]
+        cost = services.iprs.get(READER, ipr_id).revision.checks[3]
         assert (cost.name, cost.status, cost.blocking, cost.overridable) == ("cost", "fail", True, True)
         assert "over the budget of 1.00 USD/month" in cost.summary
         with pytest.raises(ApprovalBlocked) as info:
@@ -305,3 +306,27 @@ def test_validation_failures_are_never_overridable(services: Services) -> None:
             admin, services.iprs.create(MODEL, title="ok", blueprint=SHOP).ipr.id, "approve", override="why"
         )
     assert nothing.value.message.startswith("nothing to override: no check blocks IPR")
+
+
+def test_critical_findings_block_approval_until_an_admin_overrides(services: Services) -> None:
+    risky = {
+        "name": "risky",
+        "resources": [
+            {
+                "name": "app",
+                "type": "container",
+                "provider": "docker",
+                "specs": {"image": "nginx:1.27", "privileged": True, "public": True, "ports": [80]},
+            },
+        ],
+    }
+    ipr_id = services.iprs.create(MODEL, title="risky", blueprint=risky).ipr.id
+    security = next(c for c in services.iprs.get(READER, ipr_id).revision.checks if c.name == "security")
+    assert (security.status, security.blocking, security.overridable) == ("fail", True, True)
+    with pytest.raises(ApprovalBlocked) as info:
+        services.iprs.review(ALICE, ipr_id, "approve")
+    assert info.value.message.startswith(f"IPR {ipr_id} cannot be approved: the security check failed")
+    admin = Principal(id="user:boss", roles=frozenset({Role.ADMIN}))
+    view = services.iprs.review(admin, ipr_id, "approve", override="isolated lab, accepted risk")
+    assert view.ipr.state == "approved"
+    assert view.events[-1].payload["override"]["checks"] == ["security"]
