@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from alma_mcp.errors import ConfigError
@@ -103,6 +103,51 @@ class Settings(BaseSettings):
     sim_fail: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     """Simulated failures, ``resource=fail:create`` or ``resource=transient:2``, comma-separated."""
 
+    secrets_file: Path | None = None
+    """YAML mapping of secret name -> value; engines resolve ``specs.secrets`` references from it (never logged)."""
+
+    engine_timeout_seconds: float = Field(default=300.0, gt=0, le=3600)
+    """Longest wait for one engine operation (a rollout, a Proxmox task) before it fails as transient."""
+
+    docker_host: str | None = None
+    """Docker daemon URL (``unix:///...`` or ``tcp://...``); default: the environment's ``DOCKER_HOST``."""
+
+    kube_config: Path | None = None
+    """Kubeconfig file for the kubernetes engine; default: ``~/.kube/config`` (or in-cluster)."""
+
+    kube_contexts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Kubeconfig contexts a blueprint may choose (``metadata.kube_context``), comma-separated; first = default."""
+
+    kube_namespace: str | None = None
+    """One namespace for every deployment; default: a namespace per deployment (``alma-<blueprint>``)."""
+
+    proxmox_host: str | None = None
+    """Proxmox VE API host (``https://HOST:8006``)."""
+
+    proxmox_port: int = Field(default=8006, ge=1, le=65535)
+    """Proxmox VE API port."""
+
+    proxmox_user: str | None = None
+    """Proxmox user with realm, e.g. ``alma@pve`` (the token's owner)."""
+
+    proxmox_token_name: str | None = None
+    """API token id (``user@realm!TOKENID``: the part after ``!``); preferred over a password."""
+
+    proxmox_token_value: SecretStr | None = None
+    """API token secret."""
+
+    proxmox_password: SecretStr | None = None
+    """Password login, when no token is configured."""
+
+    proxmox_verify_tls: bool = True
+    """Verify the Proxmox TLS certificate (turn off only for a lab)."""
+
+    proxmox_ca_file: Path | None = None
+    """CA bundle that signed the Proxmox certificate."""
+
+    proxmox_node: str | None = None
+    """Node to create guests on; default: the first online node."""
+
     deploy_retries: int = Field(default=3, ge=0, le=20)
     """Retries of a step that failed with a transient engine error."""
 
@@ -164,7 +209,14 @@ class Settings(BaseSettings):
     """Extra ``Origin`` values the HTTP transport accepts, comma-separated."""
 
     _split = field_validator(
-        "allowed_hosts", "allowed_origins", "stdio_roles", "cli_roles", "trusted_proxies", "cors_origins", mode="before"
+        "allowed_hosts",
+        "allowed_origins",
+        "stdio_roles",
+        "cli_roles",
+        "trusted_proxies",
+        "cors_origins",
+        "kube_contexts",
+        mode="before",
     )(_split_csv)
     _pairs = field_validator("engines", "sim_fail", mode="before")(_split_pairs)
 
@@ -177,6 +229,9 @@ def load_settings(**overrides: object) -> Settings:
         problems: dict[str, str] = {}
         for err in exc.errors():
             var = f"ALMA_{str(err['loc'][0]).upper()}" if err["loc"] else "ALMA_?"
-            problems.setdefault(var, f"{var}: {err['msg']} (got {err.get('input')!r})")
+            shown = (
+                "[hidden]" if any(w in var for w in ("TOKEN", "PASSWORD", "SECRET", "KEY")) else repr(err.get("input"))
+            )
+            problems.setdefault(var, f"{var}: {err['msg']} (got {shown})")
         ordered = sorted(problems)
         raise ConfigError("; ".join(problems[v] for v in ordered), data={"fields": ordered}) from exc

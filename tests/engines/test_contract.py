@@ -4,7 +4,7 @@ Real engines join the list with fake clients; resources here use the engine's ow
 provider and plain container specs, so any backend can carry them.
 """
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,17 +21,20 @@ from engines.base import (
     ObservedResource,
     Plan,
 )
-from engines.simulation import SimulationEngine
+from tests.engines.backends import EngineCase, engine_cases
 
-ENGINES: list[Callable[[Store], Engine]] = [SimulationEngine]
+CASES = engine_cases()
+IMAGES: dict[str, str] = {case.name: case.image for case in CASES}
+OTHER_IMAGES: dict[str, str] = {case.name: case.other_image for case in CASES}
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=ENGINES, ids=lambda factory: getattr(factory, "name", repr(factory)))
+@pytest.fixture(params=CASES, ids=lambda case: case.name)
 async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
     store = Store.open(":memory:")
-    made: Engine = request.param(store)
+    case: EngineCase = request.param
+    made: Engine = case.factory(store)
     try:
         yield made
     finally:
@@ -45,7 +48,7 @@ def ref(deployment_id: str = "d1") -> DeploymentRef:
 
 def resource(engine: Engine, name: str, **specs: Any) -> DesiredResource:
     return DesiredResource(
-        name=name, type="container", provider=engine.name, specs={"image": "nginx:1.27", "memory": 256, **specs}
+        name=name, type="container", provider=engine.name, specs={"image": IMAGES[engine.name], "memory": 256, **specs}
     )
 
 
@@ -95,7 +98,7 @@ async def test_update_and_replace_are_planned_for_the_right_changes(engine: Engi
     d = ref()
     await converge(engine, state(d, resource(engine, "db"), resource(engine, "web")))
 
-    desired = state(d, resource(engine, "db", memory=512), resource(engine, "web", image="nginx:1.28"))
+    desired = state(d, resource(engine, "db", memory=512), resource(engine, "web", image=OTHER_IMAGES[engine.name]))
     plan = await engine.plan(desired, await engine.observe(d))
 
     assert [(c.resource, c.action) for c in plan.changes] == [("db", "update"), ("web", "replace")]
