@@ -59,3 +59,15 @@ def test_ipr_benchmark_runs_and_prints_its_figures() -> None:
     assert re.search(r"lifecycles .*: 5 in \d+\.\d\d s = \d+/s", out)
     assert re.search(r"deploy of 30 resources .*: \d+\.\d\d s", out)
     assert re.search(r"orchestration ratio \d+\.\d\d", out)
+
+
+def test_http_benchmark_runs_and_prints_its_figures() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "http_load.py"), "--calls", "2", "--clients", "2"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    assert re.search(r"bare MCP server +\d+\.\d calls/s", out)
+    assert re.search(r"full / bare throughput: \d+\.\d\d", out)

@@ -11,6 +11,7 @@ import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
 
 from tests.mcp_helpers import ALL_TOOLS
 
@@ -111,3 +112,51 @@ def test_no_provider_sdk_is_imported_by_a_stdio_start() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.anyio
+async def test_real_uvicorn_with_keys_requires_them(tmp_path: Path) -> None:
+    env = server_env(tmp_path)
+    created = subprocess.run(  # noqa: ASYNC221 - set-up before the server runs
+        [sys.executable, "-m", "alma_mcp", "keys", "create", "--name", "ops", "--roles", "viewer"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    key = created.stdout.strip()
+    assert key.startswith("alma_")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alma_mcp", "serve", "--transport", "http", "--port", "0"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        base = None
+        for line in proc.stderr:
+            if (found := re.search(r"Streamable HTTP:\s+(http://127\.0\.0\.1:\d+)/mcp", line)) is not None:
+                base = found.group(1)
+            if "Every request needs an API key" in line:
+                break
+        assert base is not None
+        async with httpx2.AsyncClient() as h:
+            denied = await h.post(f"{base}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize"})
+            assert denied.status_code == 401
+            assert denied.json()["error"]["code"] == "auth.unauthenticated"
+        async with (
+            httpx2.AsyncClient(headers={"authorization": f"Bearer {key}"}) as h,
+            Client(streamable_http_client(f"{base}/mcp", http_client=h)) as client,
+        ):
+            tools = {t.name for t in (await client.list_tools()).tools}
+            assert "ipr_deploy" not in tools
+            assert "list_templates" in tools
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stderr is not None:
+            proc.stderr.close()
