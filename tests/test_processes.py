@@ -127,7 +127,7 @@ async def test_real_uvicorn_with_keys_requires_them(tmp_path: Path) -> None:
     )
     key = created.stdout.strip()
     assert key.startswith("alma_")
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220 - the server under test
         [sys.executable, "-m", "alma_mcp", "serve", "--transport", "http", "--port", "0"],
         env=env,
         stdin=subprocess.DEVNULL,
