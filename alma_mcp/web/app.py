@@ -14,6 +14,7 @@ from mcp.server import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
@@ -27,7 +28,7 @@ from alma_mcp.web.auth import AuthMiddleware
 from alma_mcp.web.hardening import BodySizeLimitMiddleware
 from alma_mcp.web.metrics import Metrics, MetricsMiddleware, install_tool_metrics, metrics_endpoint
 from alma_mcp.web.ratelimit import RateLimiter, RateLimitMiddleware
-from alma_mcp.web.rest import rest_routes
+from alma_mcp.web.rest import health_report, rest_routes
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
@@ -93,6 +94,16 @@ def create_app(
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "version": __version__})
 
+    async def readyz(_: Request) -> JSONResponse:
+        # Readiness for a load balancer: statuses only (no details) so it can stay unauthenticated.
+        report = await health_report(services)
+        body = {
+            "status": report.status,
+            "database": report.database.status,
+            "engines": {name: c.status for name, c in report.engines.items()},
+        }
+        return JSONResponse(body, status_code=503 if report.status == "unhealthy" else 200)
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         unsubscribe = services.bus.subscribe(metrics.subscriber)
@@ -104,12 +115,31 @@ def create_app(
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint(metrics), methods=["GET"]),
     ]
     routes.extend(rest_routes(services, server, rate_stats=limiter.stats, audit=services.audit))
     routes.extend(http_app.routes)
     routes.extend(sse_app.routes)
     middleware: list[Middleware] = [Middleware(MetricsMiddleware, metrics=metrics)]
+    if settings.cors_origins:
+        # Outside auth, so preflight OPTIONS requests are answered; only the configured origins.
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST", "DELETE"],
+                allow_headers=[
+                    "authorization",
+                    "x-api-key",
+                    "content-type",
+                    "mcp-protocol-version",
+                    "mcp-session-id",
+                    "last-event-id",
+                ],
+                expose_headers=["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "retry-after"],
+            )
+        )
     if authenticate:
         middleware.append(
             Middleware(
@@ -117,6 +147,7 @@ def create_app(
                 keys=KeyStore(services.store),
                 bus=services.bus,
                 metrics_public=settings.metrics_public,
+                exempt=("/healthz", "/readyz"),
             )
         )
     middleware.append(Middleware(RateLimitMiddleware, limiter=limiter, trusted_proxies=settings.trusted_proxies))

@@ -794,6 +794,11 @@ async def _timed(probe: Callable[[], Awaitable[ComponentHealth]]) -> ComponentHe
     return result.model_copy(update={"response_ms": round((time.perf_counter() - started) * 1000, 3)})
 
 
+async def health_report(services: Services) -> HealthReport:
+    """Database, engines in use and templates: healthy, degraded (one part down) or unhealthy."""
+    return await _health(services)
+
+
 async def _health(services: Services) -> HealthReport:
     async def database() -> ComponentHealth:
         await anyio.to_thread.run_sync(_probe_database, services, abandon_on_cancel=True)

@@ -106,3 +106,23 @@ async def test_http_rate_limit_gives_429_with_retry_after() -> None:
     assert last.headers["retry-after"].isdigit()
     assert last.json()["error"]["code"] == "rate_limit.exceeded"
     assert last.headers["x-ratelimit-limit"] == "60"
+
+
+async def test_readyz_reports_component_status_without_a_key(services: Services) -> None:
+    KeyStore(services.store).create("reader", ["viewer"], "test")
+    async with serving(create_side_app(services, authenticate=True)) as h:
+        response = await h.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "healthy", "database": "healthy", "engines": {"simulation": "healthy"}}
+
+
+async def test_cors_is_off_unless_origins_are_configured() -> None:
+    for origins, expected in (([], None), (["https://app.example.com"], "https://app.example.com")):
+        settings = Settings(db_path=":memory:", cors_origins=origins)
+        with open_services(settings, "test") as services:
+            async with serving(create_side_app(services)) as h:
+                response = await h.options(
+                    "/api/v1/templates",
+                    headers={"origin": "https://app.example.com", "access-control-request-method": "GET"},
+                )
+        assert response.headers.get("access-control-allow-origin") == expected
