@@ -3,7 +3,6 @@
 from typing import Annotated, Any
 
 from mcp.server import MCPServer
-from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
 from alma_mcp.analysis.compare import Comparison, FieldChange, Impact, ResourceChange, compare_blueprints
@@ -13,10 +12,8 @@ from alma_mcp.analysis.validate import ValidationReport, validate
 from alma_mcp.blueprint.loader import load_blueprint
 from alma_mcp.blueprint.model import Blueprint
 from alma_mcp.errors import InvalidRequest
-from alma_mcp.server.toolkit import coded_errors
+from alma_mcp.server.toolkit import READ_ONLY, coded_errors
 from alma_mcp.services import Services
-
-READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 
 BlueprintArg = Annotated[
     str | dict[str, Any],

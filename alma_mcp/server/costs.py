@@ -4,7 +4,6 @@ import json
 from typing import Annotated, Any
 
 from mcp.server import MCPServer
-from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from alma_mcp.analysis.capacity import CapacityReport, calculate_capacity
@@ -13,10 +12,9 @@ from alma_mcp.analysis.forecast import Forecast, forecast_metrics
 from alma_mcp.analysis.optimize import CostOptimization, optimize_costs
 from alma_mcp.blueprint.loader import load_blueprint
 from alma_mcp.server.analysis import BlueprintArg
-from alma_mcp.server.toolkit import coded_errors
+from alma_mcp.server.toolkit import READ_ONLY, coded_errors
 from alma_mcp.services import Services
 
-READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 Profile = Annotated[str | None, Field(description="Price profile (see alma://pricing); default: the catalogue's")]
 
 

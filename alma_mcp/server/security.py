@@ -4,17 +4,14 @@ import json
 from typing import Annotated, Any
 
 from mcp.server import MCPServer
-from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from alma_mcp.analysis.audit import AuditReport, audit
 from alma_mcp.analysis.compliance import ComplianceReport, check_compliance
 from alma_mcp.blueprint.loader import load_blueprint
 from alma_mcp.server.analysis import BlueprintArg
-from alma_mcp.server.toolkit import coded_errors
+from alma_mcp.server.toolkit import READ_ONLY, coded_errors
 from alma_mcp.services import Services
-
-READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 
 
 def register(server: MCPServer[Any], services: Services) -> None:

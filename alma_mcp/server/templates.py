@@ -3,14 +3,11 @@
 from typing import Annotated, Any
 
 from mcp.server import MCPServer
-from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from alma_mcp.catalog.templates import PARAMETERS, TemplateInfo
-from alma_mcp.server.toolkit import coded_errors
+from alma_mcp.server.toolkit import READ_ONLY, coded_errors
 from alma_mcp.services import Services
-
-READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 
 
 class TemplateList(BaseModel):

@@ -10,7 +10,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
 
 from alma_mcp.errors import AlmaError
 
@@ -18,6 +18,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 ERROR_META_KEY = "alma/error"
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+"""The annotations of every analysis and read tool: no side effects, same answer for the same input."""
 
 
 def error_result(err: AlmaError) -> CallToolResult:
