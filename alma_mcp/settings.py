@@ -148,6 +148,10 @@ class Settings(BaseSettings):
     proxmox_node: str | None = None
     """Node to create guests on; default: the first online node."""
 
+    council_sampling: bool = False
+    """Let council_review also ask the client's model through MCP sampling (answers validated; on failure the
+    deterministic review stands)."""
+
     deploy_retries: int = Field(default=3, ge=0, le=20)
     """Retries of a step that failed with a transient engine error."""
 

@@ -58,6 +58,7 @@ ALL_TOOLS = sorted(
         "ipr_rollback",
         "ipr_close",
         "deployment_status",
+        "council_review",
     ]
 )
 READ_ONLY_TOOLS = {

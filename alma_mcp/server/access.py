@@ -58,6 +58,7 @@ TOOL_ROLES: Final[Mapping[str, Role]] = MappingProxyType(
         "ipr_create": Role.PROPOSER,
         "ipr_revise": Role.PROPOSER,
         "ipr_close": Role.PROPOSER,
+        "council_review": Role.PROPOSER,  # writes advisory comments; never approves
         # Reviewing (separation of duties is the domain's: never one's own IPR).
         "ipr_review": Role.APPROVER,
         # Changing infrastructure.

@@ -11,6 +11,7 @@ from mcp.types import (
     ResourceTemplateReference,
 )
 
+from alma_mcp.server import council
 from alma_mcp.services import Services
 
 MAX_COMPLETIONS = 100  # the protocol's cap on values per completion
@@ -25,6 +26,9 @@ def register(server: MCPServer[Any], services: Services) -> None:
         argument: CompletionArgument,
         context: CompletionContext | None,
     ) -> Completion | None:
+        found = council.complete_council(ref, argument, services)
+        if found is not None:
+            return found
         wants_template = (
             isinstance(ref, ResourceTemplateReference)
             and ref.uri == "alma://templates/{name}"
