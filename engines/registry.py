@@ -19,6 +19,7 @@ EngineFactory = Callable[..., Engine]
 # name -> ("module:attribute", extra that provides its SDK). Engines land here as they are built.
 BUILTIN_ENGINES: Final[Mapping[str, tuple[str, str | None]]] = {
     "simulation": ("engines.simulation:SimulationEngine", None),
+    "proxmox": ("engines.proxmox:ProxmoxEngine", "proxmox"),
 }
 
 

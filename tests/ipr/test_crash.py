@@ -40,6 +40,17 @@ def blueprint(tag: int = 0) -> dict[str, Any]:
     return {"name": "crashy", "resources": resources}
 
 
+def deploying(path: Path) -> bool:
+    conn = sqlite3.connect(path, timeout=5)
+    try:
+        row = conn.execute("SELECT count(*) FROM deployments WHERE state = 'running'").fetchone()
+        return bool(row[0])
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.close()
+
+
 def check_database(path: Path) -> None:
     conn = sqlite3.connect(path)
     try:
@@ -79,7 +90,12 @@ def test_sigkill_during_deploys_is_recovered_every_time(tmp_path: Path) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(0.6, 1.8))
+        # Kill at a random point inside the deploy: wait until it has started (the machine may be
+        # slow to start the process), then a random part of the way through.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not deploying(db):
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.9))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         with open_services(settings, "test") as services:  # start-up recovery runs here
