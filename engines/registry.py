@@ -20,6 +20,7 @@ EngineFactory = Callable[..., Engine]
 BUILTIN_ENGINES: Final[Mapping[str, tuple[str, str | None]]] = {
     "simulation": ("engines.simulation:SimulationEngine", None),
     "proxmox": ("engines.proxmox:ProxmoxEngine", "proxmox"),
+    "docker": ("engines.docker:DockerEngine", "docker"),
 }
 
 
