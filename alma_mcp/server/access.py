@@ -54,6 +54,9 @@ TOOL_ROLES: Final[Mapping[str, Role]] = MappingProxyType(
         "forecast_metrics": Role.VIEWER,
         "security_audit": Role.VIEWER,
         "check_compliance": Role.VIEWER,
+        "suggest_architecture": Role.VIEWER,
+        "migrate_infrastructure": Role.VIEWER,
+        "troubleshoot_issue": Role.VIEWER,
         # Proposing changes.
         "ipr_create": Role.PROPOSER,
         "ipr_revise": Role.PROPOSER,

@@ -7,7 +7,7 @@ from typing import Any
 from mcp.server import MCPServer
 
 from alma_mcp import __version__
-from alma_mcp.server import analysis, completions, costs, council, ipr, resources, security, templates
+from alma_mcp.server import advisors, analysis, completions, costs, council, ipr, resources, security, templates
 from alma_mcp.server.access import install_access_control
 from alma_mcp.server.auditing import install_tool_audit
 from alma_mcp.server.limits import ToolLimiter, install_tool_limits
@@ -53,6 +53,7 @@ def build_server(services: Services, *, limiter: ToolLimiter | None = None) -> M
     analysis.register(wired, services)
     costs.register(wired, services)
     security.register(wired, services)
+    advisors.register(wired, services)
     council.register(wired, services)
     ipr.register(wired, services)
     resources.register(wired, services)
