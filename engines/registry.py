@@ -21,6 +21,7 @@ BUILTIN_ENGINES: Final[Mapping[str, tuple[str, str | None]]] = {
     "simulation": ("engines.simulation:SimulationEngine", None),
     "proxmox": ("engines.proxmox:ProxmoxEngine", "proxmox"),
     "docker": ("engines.docker:DockerEngine", "docker"),
+    "kubernetes": ("engines.kubernetes:KubernetesEngine", "kubernetes"),
 }
 
 
