@@ -11,6 +11,7 @@ Targets: validate + plan of 10,000 resources under 1 s; growth 1,000 -> 10,000 a
 import argparse
 import copy
 import gc
+import math
 import random
 import time
 from collections.abc import Callable
@@ -19,14 +20,20 @@ from typing import Any
 
 import yaml
 
+from alma_mcp.analysis.audit import PolicyCatalog, audit
 from alma_mcp.analysis.compare import compare_blueprints
+from alma_mcp.analysis.cost import estimate_resources
 from alma_mcp.analysis.durations import DurationTable, load_durations
+from alma_mcp.analysis.forecast import forecast_metrics
 from alma_mcp.analysis.plan import plan_deployment
+from alma_mcp.analysis.pricing import PriceCatalog
 from alma_mcp.analysis.validate import validate
 from alma_mcp.blueprint.loader import Limits, load_blueprint
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMITS = Limits(max_bytes=64 * 1024 * 1024, max_resources=100_000, max_nodes=10_000_000)
+POLICIES = PolicyCatalog.from_directory(ROOT / "resources" / "policies")
+PRICES = PriceCatalog.from_path(ROOT / "resources" / "pricing")
 KINDS = [
     ("compute", "proxmox"),
     ("database", "proxmox"),
@@ -91,6 +98,8 @@ def measure(
 ) -> dict[str, float]:
     loaded = load_blueprint(data, LIMITS)
     return {
+        "audit": best(lambda: audit(loaded, POLICIES), repeat),
+        "estimate": best(lambda: estimate_resources(loaded, PRICES), repeat),
         # Baseline: one pass touching each loaded resource model once, the least any analysis must do.
         "touch": best(lambda: sum(1 for r in loaded.resources if r.specs.cpu and r.name), repeat),
         "validate": best(lambda: validate(data, limits=LIMITS), repeat),
@@ -123,7 +132,19 @@ def main() -> None:
             f"{n:>9} {row['validate']:>9.3f} {row['plan']:>9.3f} {row['val+plan']:>9.3f} {row['compare']:>9.3f} "
             f"{row['yaml']:>10.3f}"
         )
+    print(
+        "audit and estimate (seconds): "
+        + ", ".join(f"{n}: audit {r['audit']:.3f}, estimate {r['estimate']:.3f}" for n, r in rows.items())
+    )
+    rng = random.Random(24)
+    series = [100 + 20 * math.sin(2 * math.pi * t / 24) + rng.gauss(0, 3) for t in range(10_000)]
+    seconds = best(lambda: forecast_metrics(series, 48, season_length=24), args.repeat)
+    print(f"forecast of 10,000 points, season 24, horizon 48: {seconds:.3f} s (target < 1 s)")
     if 1000 in rows and 10000 in rows:
+        print(
+            f"audit of 10,000 resources: {rows[10000]['audit']:.3f} s (target < 1 s); "
+            f"estimate of 10,000 resources: {rows[10000]['estimate']:.3f} s (target < 1 s)"
+        )
         growth = {k: rows[10000][k] / rows[1000][k] for k in ("validate", "plan", "val+plan", "compare", "yaml")}
         print(
             "growth 1,000 -> 10,000 (10x is linear; target <= 12x): "

@@ -45,7 +45,10 @@ def test_analysis_benchmark_runs_and_prints_its_figures() -> None:
         "text",
         "(seconds)",
     ]
-    assert len(out.splitlines()) == 3
+    lines = out.splitlines()
+    assert len(lines) == 5
+    assert lines[3].startswith("audit and estimate (seconds): 20: audit ")
+    assert re.fullmatch(r"forecast of 10,000 points, season 24, horizon 48: \d+\.\d{3} s \(target < 1 s\)", lines[4])
 
 
 def test_ipr_benchmark_runs_and_prints_its_figures() -> None:
