@@ -22,6 +22,9 @@ else may pass unauthenticated.
 
 from __future__ import annotations
 
+import hashlib
+import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Final
 from urllib.parse import parse_qsl
@@ -32,8 +35,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from alma_mcp.errors import Forbidden
 from alma_mcp.events import EventBus
 from alma_mcp.ipr.principals import Role
-from alma_mcp.keys import KeyStore, Unauthenticated
+from alma_mcp.keys import ApiKeyInfo, KeyStore, Unauthenticated
 from alma_mcp.web.responses import error_response, from_alma_error
+
+CACHE_SECONDS: Final = 2.0
+CACHE_ENTRIES: Final = 1024
 
 METRICS_PATH: Final = "/metrics"
 KEY_QUERY_PARAMETERS: Final = frozenset({"api_key", "apikey", "key", "token", "access_token"})
@@ -80,6 +86,26 @@ class AuthMiddleware:
         self.bus = bus
         self.metrics_public = metrics_public
         self.exempt = frozenset(exempt)
+        # Successful lookups for a moment: a busy client then costs no thread hop and no query per
+        # request. Keyed by a digest (the raw key is not kept); revocation takes effect within
+        # CACHE_SECONDS; failures are never cached.
+        self._cache: OrderedDict[bytes, tuple[ApiKeyInfo, float]] = OrderedDict()
+
+    async def _authenticate(self, raw: str) -> ApiKeyInfo | None:
+        digest = hashlib.sha256(raw.encode()).digest()
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        info = await anyio.to_thread.run_sync(self.keys.authenticate, raw)
+        if info is None:
+            self._cache.pop(digest, None)
+            return None
+        self._cache[digest] = (info, now + CACHE_SECONDS)
+        self._cache.move_to_end(digest)
+        while len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        return info
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -111,7 +137,7 @@ class AuthMiddleware:
             err = Unauthenticated(f"an API key is required: {HOW_TO_SEND} (create one with alma-mcp keys create)")
             await from_alma_error(err, {"WWW-Authenticate": "Bearer"})(scope, receive, send)
             return
-        info = await anyio.to_thread.run_sync(self.keys.authenticate, raw)
+        info = await self._authenticate(raw)
         if info is None:
             self._failed("invalid_key", scope)
             err = Unauthenticated("the API key is unknown, revoked or mistyped; ask an admin for a valid key")

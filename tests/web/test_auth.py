@@ -254,3 +254,20 @@ async def test_lifespan_passes_through_and_websockets_are_closed(services: Servi
     await middleware({"type": "websocket", "path": "/ws", "headers": []}, receive, send)
     assert reached == ["lifespan"]
     assert sent == [{"type": "websocket.close", "code": 1008}]
+
+
+async def test_a_revoked_key_stops_working_once_the_short_cache_expires(
+    services: Services, keys: KeyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import alma_mcp.web.auth as auth_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(auth_module.time, "monotonic", lambda: clock[0])
+    _, raw = keys.create("soon-gone", ["viewer"], "test")
+    middleware = AuthMiddleware(create_app(services, build_server(services)), keys, services.bus, metrics_public=False)
+    assert (await middleware._authenticate(raw)) is not None
+    keys.revoke("soon-gone")
+    clock[0] += auth_module.CACHE_SECONDS - 0.1
+    assert (await middleware._authenticate(raw)) is not None  # still inside the cache window
+    clock[0] += 0.2
+    assert (await middleware._authenticate(raw)) is None
