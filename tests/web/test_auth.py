@@ -259,10 +259,12 @@ async def test_lifespan_passes_through_and_websockets_are_closed(services: Servi
 async def test_a_revoked_key_stops_working_once_the_short_cache_expires(
     services: Services, keys: KeyStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import time
+
     import alma_mcp.web.auth as auth_module
 
     clock = [1000.0]
-    monkeypatch.setattr(auth_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     _, raw = keys.create("soon-gone", ["viewer"], "test")
     middleware = AuthMiddleware(create_app(services, build_server(services)), keys, services.bus, metrics_public=False)
     assert (await middleware._authenticate(raw)) is not None
