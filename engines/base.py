@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -131,6 +131,60 @@ class EngineHealth(_Frozen):
 
 
 ProgressCallback = Callable[[ResourceOutcome], Awaitable[None]]
+Compare = Callable[["DesiredResource", "ObservedResource"], tuple[Action, str]]
+"""An engine's judgement of one present resource: the action it needs and why."""
+
+_MISSING = object()
+
+
+def plan_by_name(
+    desired: DesiredState,
+    observed: Sequence[ObservedResource],
+    compare: Compare,
+    create_reason: Callable[[DesiredResource], str] = lambda _: "not present",
+) -> Plan:
+    """The changes from ``observed`` to ``desired`` that every engine shares: a create for each missing
+    resource, ``compare``'s verdict for each present one (desired order), then a delete for each resource
+    no longer wanted (by name)."""
+    found = {o.name: o for o in observed}
+    changes: list[Change] = []
+    for resource in desired.resources:
+        current = found.get(resource.name)
+        if current is None:
+            changes.append(
+                Change(resource=resource.name, action="create", reason=create_reason(resource), desired=resource)
+            )
+            continue
+        action, reason = compare(resource, current)
+        changes.append(Change(resource=resource.name, action=action, reason=reason, desired=resource, observed=current))
+    wanted = {r.name for r in desired.resources}
+    changes += [
+        Change(resource=name, action="delete", reason="no longer in the blueprint", observed=found[name])
+        for name in sorted(found.keys() - wanted)
+    ]
+    return Plan(deployment=desired.deployment, changes=tuple(changes))
+
+
+def rebuild_reasons(desired: DesiredResource, observed: ObservedResource, replacing: Iterable[str]) -> list[str]:
+    """Why a resource must be replaced rather than updated: its type, provider or an identity spec changed."""
+    reasons: list[str] = []
+    if observed.type != desired.type:
+        reasons.append(f"type changed: {observed.type} -> {desired.type}")
+    if observed.provider != desired.provider:
+        reasons.append(f"provider changed: {observed.provider} -> {desired.provider}")
+    reasons += [
+        f"{key} changed" for key in replacing if desired.specs.get(key, _MISSING) != observed.specs.get(key, _MISSING)
+    ]
+    return reasons
+
+
+def changed_spec_keys(desired: DesiredResource, observed: ObservedResource) -> list[str]:
+    """Spec keys whose value differs (sorted)."""
+    return sorted(
+        k
+        for k in desired.specs.keys() | observed.specs.keys()
+        if desired.specs.get(k, _MISSING) != observed.specs.get(k, _MISSING)
+    )
 
 
 @runtime_checkable

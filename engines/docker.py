@@ -81,6 +81,9 @@ from engines.base import (
     ProgressCallback,
     ResourceOutcome,
     ResourceStatus,
+    changed_spec_keys,
+    plan_by_name,
+    rebuild_reasons,
 )
 
 T = TypeVar("T")
@@ -109,7 +112,6 @@ _WORDS: Final[Mapping[Action, tuple[str, str]]] = {
     "delete": ("delete", "deleted"),
     "noop": ("check", "unchanged"),
 }
-_MISSING: Final = object()
 
 # Labels beyond DeploymentRef.labels().
 SCOPE: Final = "alma.scope"
@@ -170,44 +172,17 @@ def plan_changes(desired: DesiredState, observed: Sequence[ObservedResource]) ->
     Raises:
         PermanentEngineError: a desired resource cannot run on docker (its type is named).
     """
-    found = {o.name: o for o in observed}
-    changes: list[Change] = []
-    for resource in desired.resources:
-        kind = resource_kind(resource)
-        current = found.get(resource.name)
-        if current is None:
-            changes.append(Change(resource=resource.name, action="create", reason="not present", desired=resource))
-            continue
-        action, reason = _compare_running(resource, kind, current)
-        changes.append(Change(resource=resource.name, action=action, reason=reason, desired=resource, observed=current))
-    wanted = {r.name for r in desired.resources}
-    changes += [
-        Change(resource=name, action="delete", reason="no longer in the blueprint", observed=found[name])
-        for name in sorted(found.keys() - wanted)
-    ]
-    return Plan(deployment=desired.deployment, changes=tuple(changes))
+    kinds = {resource.name: resource_kind(resource) for resource in desired.resources}  # refuses compute first
+    return plan_by_name(desired, observed, lambda r, o: _compare_running(r, kinds[r.name], o))
 
 
 def _compare(desired: DesiredResource, kind: Kind, observed: ObservedResource) -> tuple[Action, str]:
     if observed.fingerprint == desired.fingerprint:
         return "noop", "unchanged"
-    rebuild: list[str] = []
-    if observed.type != desired.type:
-        rebuild.append(f"type changed: {observed.type} -> {desired.type}")
-    if observed.provider != desired.provider:
-        rebuild.append(f"provider changed: {observed.provider} -> {desired.provider}")
-    rebuild += [
-        f"{key} changed"
-        for key in REPLACING_SPECS
-        if desired.specs.get(key, _MISSING) != observed.specs.get(key, _MISSING)
-    ]
+    rebuild = rebuild_reasons(desired, observed, REPLACING_SPECS)
     if rebuild:
         return "replace", "; ".join(rebuild)
-    keys = sorted(
-        k
-        for k in desired.specs.keys() | observed.specs.keys()
-        if desired.specs.get(k, _MISSING) != observed.specs.get(k, _MISSING)
-    )
+    keys = changed_spec_keys(desired, observed)
     changed = f"specs changed: {', '.join(keys)}" if keys else "fingerprint changed"
     if observed.fingerprint == DRIFT:
         changed = "its containers differ from what was deployed (missing, extra or mixed)"

@@ -94,6 +94,9 @@ from engines.base import (
     ProgressCallback,
     ResourceOutcome,
     ResourceStatus,
+    changed_spec_keys,
+    plan_by_name,
+    rebuild_reasons,
 )
 
 Obj = dict[str, Any]
@@ -133,7 +136,6 @@ DATA_PATHS: Final[Mapping[str, str]] = {
     "kafka": "/var/lib/kafka/data",
 }
 DEFAULT_STORAGE_MIB: Final = 1024
-_MISSING: Final = object()
 _WORDS: Final[Mapping[Action, str]] = {
     "create": "created",
     "update": "updated",
@@ -675,24 +677,13 @@ def _status(err: EngineError) -> int:
 
 def plan_changes(desired: DesiredState, observed: Sequence[ObservedResource], default_context: str) -> Plan:
     """The changes from ``observed`` to ``desired``: desired order first, then deletes by name."""
-    found = {o.name: o for o in observed}
-    changes: list[Change] = []
-    for resource in desired.resources:
-        current = found.get(resource.name)
-        if current is None:
-            reason = "not present"
-            if resource.type == "compute":
-                reason += "; a compute VM cannot run on kubernetes, so this change will fail (use type container)"
-            changes.append(Change(resource=resource.name, action="create", reason=reason, desired=resource))
-            continue
-        action, reason = _compare(resource, current, default_context)
-        changes.append(Change(resource=resource.name, action=action, reason=reason, desired=resource, observed=current))
-    wanted = {r.name for r in desired.resources}
-    changes += [
-        Change(resource=name, action="delete", reason="no longer in the blueprint", observed=found[name])
-        for name in sorted(found.keys() - wanted)
-    ]
-    return Plan(deployment=desired.deployment, changes=tuple(changes))
+    return plan_by_name(desired, observed, lambda r, o: _compare(r, o, default_context), create_reason=_create_reason)
+
+
+def _create_reason(resource: DesiredResource) -> str:
+    if resource.type == "compute":
+        return "not present; a compute VM cannot run on kubernetes, so this change will fail (use type container)"
+    return "not present"
 
 
 def _compare(desired: DesiredResource, observed: ObservedResource, default_context: str) -> tuple[Action, str]:
@@ -703,22 +694,10 @@ def _compare(desired: DesiredResource, observed: ObservedResource, default_conte
         rebuild.append(f"kube context changed: {current_context} -> {wanted_context}")
     if observed.fingerprint == desired.fingerprint and not rebuild:
         return "noop", "unchanged"
-    if observed.type != desired.type:
-        rebuild.append(f"type changed: {observed.type} -> {desired.type}")
-    if observed.provider != desired.provider:
-        rebuild.append(f"provider changed: {observed.provider} -> {desired.provider}")
-    rebuild += [
-        f"{key} changed"
-        for key in REPLACING_SPECS
-        if desired.specs.get(key, _MISSING) != observed.specs.get(key, _MISSING)
-    ]
+    rebuild += rebuild_reasons(desired, observed, REPLACING_SPECS)
     if rebuild:
         return "replace", "; ".join(rebuild)
-    keys = sorted(
-        k
-        for k in desired.specs.keys() | observed.specs.keys()
-        if desired.specs.get(k, _MISSING) != observed.specs.get(k, _MISSING)
-    )
+    keys = changed_spec_keys(desired, observed)
     return "update", f"specs changed: {', '.join(keys)}" if keys else "fingerprint changed"
 
 

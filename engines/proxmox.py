@@ -78,6 +78,7 @@ from engines.base import (
     ProgressCallback,
     ResourceOutcome,
     ResourceStatus,
+    plan_by_name,
 )
 
 logger = logging.getLogger(__name__)
@@ -290,21 +291,7 @@ def _gone(exc: EngineError) -> bool:
 
 def plan_changes(desired: DesiredState, observed: Sequence[ObservedResource]) -> Plan:
     """The changes from ``observed`` to ``desired``: desired order first, then deletes by name."""
-    found = {o.name: o for o in observed}
-    changes: list[Change] = []
-    for resource in desired.resources:
-        current = found.get(resource.name)
-        if current is None:
-            changes.append(Change(resource=resource.name, action="create", reason="not present", desired=resource))
-            continue
-        action, reason = _compare(resource, current)
-        changes.append(Change(resource=resource.name, action=action, reason=reason, desired=resource, observed=current))
-    wanted = {r.name for r in desired.resources}
-    changes += [
-        Change(resource=name, action="delete", reason="no longer in the blueprint", observed=found[name])
-        for name in sorted(found.keys() - wanted)
-    ]
-    return Plan(deployment=desired.deployment, changes=tuple(changes))
+    return plan_by_name(desired, observed, _compare)
 
 
 def _compare(desired: DesiredResource, observed: ObservedResource) -> tuple[Action, str]:

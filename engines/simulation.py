@@ -44,6 +44,9 @@ from engines.base import (
     Plan,
     ProgressCallback,
     ResourceOutcome,
+    changed_spec_keys,
+    plan_by_name,
+    rebuild_reasons,
 )
 
 if TYPE_CHECKING:
@@ -81,7 +84,6 @@ _WORDS: Final[Mapping[Action, tuple[str, str]]] = {
     "delete": ("deleting", "deleted"),
     "noop": ("checking", "unchanged"),
 }
-_MISSING: Final = object()
 
 
 def _engine_id(scope: str, name: str) -> str:
@@ -181,43 +183,16 @@ def failure_from_metadata(resource: DesiredResource) -> FailureSpec | None:
 
 def plan_changes(desired: DesiredState, observed: Sequence[ObservedResource]) -> Plan:
     """The changes from ``observed`` to ``desired``: desired order first, then deletes by name."""
-    found = {o.name: o for o in observed}
-    changes: list[Change] = []
-    for resource in desired.resources:
-        current = found.get(resource.name)
-        if current is None:
-            changes.append(Change(resource=resource.name, action="create", reason="not present", desired=resource))
-            continue
-        action, reason = _compare(resource, current)
-        changes.append(Change(resource=resource.name, action=action, reason=reason, desired=resource, observed=current))
-    wanted = {r.name for r in desired.resources}
-    changes += [
-        Change(resource=name, action="delete", reason="no longer in the blueprint", observed=found[name])
-        for name in sorted(found.keys() - wanted)
-    ]
-    return Plan(deployment=desired.deployment, changes=tuple(changes))
+    return plan_by_name(desired, observed, _compare)
 
 
 def _compare(desired: DesiredResource, observed: ObservedResource) -> tuple[Action, str]:
     if observed.fingerprint == desired.fingerprint:
         return "noop", "unchanged"
-    rebuild: list[str] = []
-    if observed.type != desired.type:
-        rebuild.append(f"type changed: {observed.type} -> {desired.type}")
-    if observed.provider != desired.provider:
-        rebuild.append(f"provider changed: {observed.provider} -> {desired.provider}")
-    rebuild += [
-        f"{key} changed"
-        for key in REPLACING_SPECS
-        if desired.specs.get(key, _MISSING) != observed.specs.get(key, _MISSING)
-    ]
+    rebuild = rebuild_reasons(desired, observed, REPLACING_SPECS)
     if rebuild:
         return "replace", "; ".join(rebuild)
-    keys = sorted(
-        k
-        for k in desired.specs.keys() | observed.specs.keys()
-        if desired.specs.get(k, _MISSING) != observed.specs.get(k, _MISSING)
-    )
+    keys = changed_spec_keys(desired, observed)
     # Equal specs yet another fingerprint: the resource was made by an older fingerprint scheme.
     return "update", f"specs changed: {', '.join(keys)}" if keys else "fingerprint changed"
 
