@@ -165,6 +165,22 @@ def plan_by_name(
     return Plan(deployment=desired.deployment, changes=tuple(changes))
 
 
+async def apply_in_order(
+    plan: Plan,
+    apply_one: Callable[[Change], Awaitable[ResourceOutcome]],
+    on_progress: ProgressCallback | None = None,
+) -> ApplyResult:
+    """Every engine's apply loop: each change in plan order, progress after each; the first failure
+    raises out of ``apply_one`` and the outcomes before it stay done."""
+    outcomes: list[ResourceOutcome] = []
+    for change in plan.changes:
+        outcome = await apply_one(change)
+        outcomes.append(outcome)
+        if on_progress is not None:
+            await on_progress(outcome)
+    return ApplyResult(deployment=plan.deployment, outcomes=tuple(outcomes))
+
+
 def rebuild_reasons(desired: DesiredResource, observed: ObservedResource, replacing: Iterable[str]) -> list[str]:
     """Why a resource must be replaced rather than updated: its type, provider or an identity spec changed."""
     reasons: list[str] = []

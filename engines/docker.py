@@ -81,6 +81,7 @@ from engines.base import (
     ProgressCallback,
     ResourceOutcome,
     ResourceStatus,
+    apply_in_order,
     changed_spec_keys,
     plan_by_name,
     rebuild_reasons,
@@ -459,13 +460,7 @@ class DockerEngine:
             PermanentEngineError: an invalid spec, a missing image or secret, a failed health check.
             TransientEngineError: the daemon is unreachable, busy or conflicting; retrying may succeed.
         """
-        outcomes: list[ResourceOutcome] = []
-        for change in plan.changes:
-            outcome = await self._apply_change(plan.deployment, change)
-            outcomes.append(outcome)
-            if on_progress is not None:
-                await on_progress(outcome)
-        return ApplyResult(deployment=plan.deployment, outcomes=tuple(outcomes))
+        return await apply_in_order(plan, lambda change: self._apply_change(plan.deployment, change), on_progress)
 
     async def destroy(self, deployment: DeploymentRef) -> ApplyResult:
         """Remove the deployment's containers, networks and (unless ``keep_data``) volumes; idempotent.

@@ -94,6 +94,7 @@ from engines.base import (
     ProgressCallback,
     ResourceOutcome,
     ResourceStatus,
+    apply_in_order,
     changed_spec_keys,
     plan_by_name,
     rebuild_reasons,
@@ -837,14 +838,12 @@ class KubernetesEngine:
             PermanentEngineError: invalid objects, refused credentials, a compute resource, a failed rollout.
             TransientEngineError: the API is unreachable or overloaded, a conflict, a rollout past the timeout.
         """
-        outcomes: list[ResourceOutcome] = []
-        for change in plan.changes:
+
+        async def apply_one(change: Change) -> ResourceOutcome:
             with _bounded():
-                outcome = await self._apply_change(plan.deployment, change)
-            outcomes.append(outcome)
-            if on_progress is not None:
-                await on_progress(outcome)
-        return ApplyResult(deployment=plan.deployment, outcomes=tuple(outcomes))
+                return await self._apply_change(plan.deployment, change)
+
+        return await apply_in_order(plan, apply_one, on_progress)
 
     async def destroy(self, deployment: DeploymentRef) -> ApplyResult:
         """Delete every object the deployment owns in every context, then its namespace if this engine made it.

@@ -78,6 +78,7 @@ from engines.base import (
     ProgressCallback,
     ResourceOutcome,
     ResourceStatus,
+    apply_in_order,
     plan_by_name,
 )
 
@@ -449,13 +450,7 @@ class ProxmoxEngine:
             PermanentEngineError: PVE refused, a task failed, or the resource cannot be a PVE guest.
             TransientEngineError: PVE is unreachable, busy (locked, no quorum) or a task outlasted the timeout.
         """
-        outcomes: list[ResourceOutcome] = []
-        for change in plan.changes:
-            outcome = await self._apply_change(plan.deployment, change)
-            outcomes.append(outcome)
-            if on_progress is not None:
-                await on_progress(outcome)
-        return ApplyResult(deployment=plan.deployment, outcomes=tuple(outcomes))
+        return await apply_in_order(plan, lambda change: self._apply_change(plan.deployment, change), on_progress)
 
     async def destroy(self, deployment: DeploymentRef) -> ApplyResult:
         """Stop and purge every guest of the deployment; what cannot be removed is retried next time.

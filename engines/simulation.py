@@ -44,6 +44,7 @@ from engines.base import (
     Plan,
     ProgressCallback,
     ResourceOutcome,
+    apply_in_order,
     changed_spec_keys,
     plan_by_name,
     rebuild_reasons,
@@ -245,13 +246,7 @@ class SimulationEngine:
             PermanentEngineError: a simulated permanent failure (or invalid ``metadata.simulation``).
             TransientEngineError: a simulated transient failure (``delay`` 0); retrying will get through.
         """
-        outcomes: list[ResourceOutcome] = []
-        for change in plan.changes:
-            outcome = await self._apply_change(plan.deployment.id, change)
-            outcomes.append(outcome)
-            if on_progress is not None:
-                await on_progress(outcome)
-        return ApplyResult(deployment=plan.deployment, outcomes=tuple(outcomes))
+        return await apply_in_order(plan, lambda change: self._apply_change(plan.deployment.id, change), on_progress)
 
     async def destroy(self, deployment: DeploymentRef) -> ApplyResult:
         """Delete every resource of the deployment, by name; nothing to delete is not an error."""

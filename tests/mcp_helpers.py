@@ -35,35 +35,6 @@ async def read_text(client: Client, uri: str) -> tuple[str, str | None]:
     return content.text, content.mime_type
 
 
-ALL_TOOLS = sorted(
-    [
-        "list_templates",
-        "customize_template",
-        "validate_blueprint",
-        "generate_deployment_plan",
-        "compare_blueprints",
-        "create_blueprint",
-        "estimate_resources",
-        "optimize_costs",
-        "calculate_capacity",
-        "forecast_metrics",
-        "security_audit",
-        "check_compliance",
-        "suggest_architecture",
-        "migrate_infrastructure",
-        "troubleshoot_issue",
-        "ipr_create",
-        "ipr_revise",
-        "ipr_get",
-        "ipr_list",
-        "ipr_review",
-        "ipr_deploy",
-        "ipr_rollback",
-        "ipr_close",
-        "deployment_status",
-        "council_review",
-    ]
-)
 READ_ONLY_TOOLS = {
     "list_templates",
     "customize_template",
@@ -84,4 +55,6 @@ READ_ONLY_TOOLS = {
     "ipr_list",
     "deployment_status",
 }
+WRITE_TOOLS = {"ipr_create", "ipr_revise", "ipr_review", "council_review"}
 DESTRUCTIVE_TOOLS = {"ipr_deploy", "ipr_rollback", "ipr_close"}
+ALL_TOOLS = sorted(READ_ONLY_TOOLS | WRITE_TOOLS | DESTRUCTIVE_TOOLS)
