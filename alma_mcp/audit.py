@@ -18,8 +18,6 @@ two calls with the same non-secret arguments get the same digest, and nothing re
 table reveals a value.
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 import logging

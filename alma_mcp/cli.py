@@ -14,11 +14,12 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alma_mcp import __version__, cli_audit, cli_keys
-from alma_mcp.errors import AlmaError, ConfigError, ToolNotFound
-from alma_mcp.settings import Settings, load_settings
+from alma_mcp import __version__, gcpause
+
+if TYPE_CHECKING:
+    from alma_mcp.settings import Settings
 
 logger = logging.getLogger("alma_mcp")
 
@@ -54,6 +55,8 @@ def is_loopback(host: str) -> bool:
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from alma_mcp import cli_audit, cli_keys
+
     parser = argparse.ArgumentParser(
         prog="alma-mcp",
         description="Infrastructure as conversation: an MCP server for blueprints, reviewed changes and deploys.",
@@ -112,6 +115,19 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
+    # Before the first heavy import (this module imports them lazily for that reason): see gcpause.
+    gcpause.pause_for_start_up()
+    try:
+        return _main(argv)
+    finally:
+        gcpause.start_up_done()
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    from alma_mcp import cli_audit, cli_keys
+    from alma_mcp.errors import AlmaError, ConfigError
+    from alma_mcp.settings import load_settings
+
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -147,7 +163,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from alma_mcp.keys import KeyStore
     from alma_mcp.server.app import build_server
     from alma_mcp.services import open_services
 
@@ -158,8 +173,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
         with open_services(settings, "stdio") as services:
             server = build_server(services, limiter=RateLimiter.from_settings(settings))
+            gcpause.start_up_done(freeze=True)
             asyncio.run(server.run_stdio_async())
         return EXIT_OK
+
+    from alma_mcp.keys import KeyStore
 
     host = args.host or settings.http_host
     port = settings.http_port if args.port is None else args.port
@@ -195,6 +213,7 @@ async def _serve_http(services: Any, host: str, port: int, authenticate: bool) -
     from alma_mcp.web.app import create_side_app
 
     app = create_side_app(services, authenticate=authenticate).app
+    gcpause.start_up_done(freeze=True)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -242,6 +261,7 @@ async def _call(settings: Settings, tool: str, raw_args: str) -> int:
 
     from mcp import Client
 
+    from alma_mcp.errors import ToolNotFound
     from alma_mcp.server.app import build_server
     from alma_mcp.services import open_services
 

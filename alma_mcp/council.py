@@ -30,8 +30,6 @@ The council advises and never acts: verdicts and the decision are recorded as re
 transition and no approval (separation of duties: a person approves).
 """
 
-from __future__ import annotations
-
 import json
 import re
 import unicodedata

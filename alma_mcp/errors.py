@@ -33,8 +33,6 @@ carries to the model.
         └── PermanentEngineError      engine.permanent        retrying will not help (bad spec, auth, quota)
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 

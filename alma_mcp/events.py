@@ -6,8 +6,6 @@ callables run synchronously in order. A subscriber that raises is logged and ski
 never break the thing observed.
 """
 
-from __future__ import annotations
-
 import logging
 import threading
 from collections.abc import Callable

@@ -10,8 +10,6 @@ A key acts as ``Principal(id="key:<name>")``. Names are never reused, even after
 that every event and approval recorded under ``key:<name>`` names one key.
 """
 
-from __future__ import annotations
-
 import hashlib
 import hmac
 import logging
@@ -20,14 +18,16 @@ import secrets
 import sqlite3
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel, ConfigDict
-from sqlite_utils import Database
 
 from alma_mcp.errors import AlmaError, InvalidRequest
 from alma_mcp.ipr.principals import Principal, Role, parse_roles
 from alma_mcp.store import Store
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ class KeyStore:
         return info.model_copy(update={"revoked_at": revoked_at})
 
     @staticmethod
-    def _lookup(db: Database, id_or_name: str) -> ApiKeyInfo:
+    def _lookup(db: "Database", id_or_name: str) -> ApiKeyInfo:
         for column in ("id", "name"):
             row = db.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE {column} = ?", [id_or_name]).fetchone()  # noqa: S608
             if row is not None:

@@ -23,8 +23,6 @@ argument nor a context variable, is a start-up error naming the file, like a dup
 a lone ``}}`` is plain text, so JSON examples need no escaping.
 """
 
-from __future__ import annotations
-
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -97,7 +95,7 @@ class PromptCatalog:
         self.context_variables = frozenset(context_variables)
 
     @classmethod
-    def from_directory(cls, folder: Path, context_variables: Collection[str] = ()) -> PromptCatalog:
+    def from_directory(cls, folder: Path, context_variables: Collection[str] = ()) -> "PromptCatalog":
         """Load and validate every ``*.md`` file in ``folder`` except ``README.md``.
 
         Raises:

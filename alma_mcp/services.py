@@ -21,6 +21,7 @@ from alma_mcp.analysis.pricing import PriceCatalog
 from alma_mcp.audit import AuditLog
 from alma_mcp.blueprint.loader import Limits
 from alma_mcp.catalog.templates import TemplateCatalog
+from alma_mcp.datacache import NO_CACHE, ParseCache
 from alma_mcp.errors import ConfigError
 from alma_mcp.events import EventBus
 from alma_mcp.ipr.deploy import EngineSet, Orchestrator
@@ -40,6 +41,8 @@ class Services:
 
     settings: Settings
     limits: Limits
+    parse_cache: ParseCache
+    """Parsed data files by content (``ALMA_CACHE_DIR``); every value is still validated when loaded."""
     catalog: TemplateCatalog
     durations: DurationTable
     create_rules: CreateRules
@@ -75,13 +78,13 @@ def load_durations_table(settings: Settings) -> DurationTable:
     return load_durations(find_data_dir(settings.data_dir) / "resources" / "plan" / "durations.yaml")
 
 
-def load_rules(settings: Settings, catalog: TemplateCatalog) -> CreateRules:
+def load_rules(settings: Settings, catalog: TemplateCatalog, cache: ParseCache = NO_CACHE) -> CreateRules:
     """create_blueprint's rules, checked against the catalogue they name.
 
     Raises:
         ConfigError: the file is invalid or names an unknown template.
     """
-    rules = load_create_rules(find_data_dir(settings.data_dir) / "resources" / "create" / "rules.yaml")
+    rules = load_create_rules(find_data_dir(settings.data_dir) / "resources" / "create" / "rules.yaml", cache)
     check_rules_against_catalog(rules, catalog)
     return rules
 
@@ -96,14 +99,14 @@ def load_prices(settings: Settings) -> PriceCatalog:
     return PriceCatalog.from_path(path)
 
 
-def load_catalog(settings: Settings) -> TemplateCatalog:
+def load_catalog(settings: Settings, cache: ParseCache = NO_CACHE) -> TemplateCatalog:
     """Find the data folder and validate every template (a bad file stops start-up).
 
     Raises:
         ConfigError: no data folder, or an invalid or duplicate template (the file is named).
     """
     data_dir = find_data_dir(settings.data_dir)
-    return TemplateCatalog.from_directory(data_dir / "resources" / "templates", limits_from(settings))
+    return TemplateCatalog.from_directory(data_dir / "resources" / "templates", limits_from(settings), cache)
 
 
 LOCAL_PRINCIPAL_ID = "mcp:local"
@@ -130,11 +133,12 @@ def open_services(settings: Settings, transport: str) -> Iterator[Services]:
         ConfigError: invalid data files.
         StoreError: the database cannot be opened or migrated.
     """
-    catalog = load_catalog(settings)
+    parse_cache = ParseCache.from_setting(settings.cache_dir)
+    catalog = load_catalog(settings, parse_cache)
     durations = load_durations_table(settings)
-    rules = load_rules(settings, catalog)
+    rules = load_rules(settings, catalog, parse_cache)
     prices = load_prices(settings)
-    policies = PolicyCatalog.from_directory(find_data_dir(settings.data_dir) / "resources" / "policies")
+    policies = PolicyCatalog.from_directory(find_data_dir(settings.data_dir) / "resources" / "policies", parse_cache)
     principal = local_principal(settings)
     limits = limits_from(settings)
     store = Store.open(settings.db_path)
@@ -156,6 +160,7 @@ def open_services(settings: Settings, transport: str) -> Iterator[Services]:
         yield Services(
             settings=settings,
             limits=limits,
+            parse_cache=parse_cache,
             catalog=catalog,
             durations=durations,
             create_rules=rules,

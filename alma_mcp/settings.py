@@ -5,8 +5,6 @@ Nothing else in the code base reads ``os.environ`` for configuration: the CLI bu
 checks it).
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -52,6 +50,10 @@ class Settings(BaseSettings):
 
     data_dir: Path | None = None
     """Folder holding ``resources/`` and ``prompts/``. Default: found next to the installed package."""
+
+    cache_dir: str | None = None
+    """Cache of parsed data files (keyed by their content). Default: ``parsed/`` in the user's cache directory;
+    ``off`` parses every file at every start."""
 
     log_level: LogLevel = "INFO"
     """Log level of the stderr log (stdout belongs to the stdio transport)."""

@@ -7,8 +7,6 @@ crosses the boundary, and the domain's blueprint model stays out of it (engines 
 domain). Failures are ``TransientEngineError`` (retried, bounded) or ``PermanentEngineError``.
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence

@@ -13,14 +13,21 @@ from alma_mcp.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session")
+def parse_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One parsed-data cache for the whole run, never the developer's own."""
+    return tmp_path_factory.mktemp("parse-cache")
+
+
 @pytest.fixture(autouse=True)
-def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test sees the developer's ALMA_* variables."""
+def clean_environ(monkeypatch: pytest.MonkeyPatch, parse_cache_dir: Path) -> None:
+    """No test sees the developer's ALMA_* variables (subprocesses included)."""
     import os
 
     for key in list(os.environ):
         if key.startswith("ALMA_"):
             monkeypatch.delenv(key)
+    monkeypatch.setenv("ALMA_CACHE_DIR", str(parse_cache_dir))
 
 
 @pytest.fixture

@@ -18,8 +18,6 @@ For every pattern that serves the workload and every allowed platform:
    then name). The first candidate is the suggestion; at most three are returned.
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal

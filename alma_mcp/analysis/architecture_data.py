@@ -6,8 +6,6 @@ default pillar weights), ``patterns.yaml`` (composable patterns and the roles th
 ``migration.yaml`` (data transfer rates and what cannot move).
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -15,8 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from alma_mcp.blueprint.loader import load_data_file
 from alma_mcp.blueprint.model import Name, Provider, ResourceType
+from alma_mcp.datacache import NO_CACHE, ParseCache
 from alma_mcp.errors import ConfigError
 
 Pillar = Literal[
@@ -55,7 +53,7 @@ class PlatformPart(_Data):
     quorum: bool
 
     @model_validator(mode="after")
-    def _sizes(self) -> PlatformPart:
+    def _sizes(self) -> "PlatformPart":
         if self.max_members < self.members:
             raise ValueError(f"max_members {self.max_members} is below members {self.members}")
         if self.quorum and (self.members % 2 == 0 or self.members < 3):
@@ -129,7 +127,7 @@ class Role(_Data):
     resource: RoleResource
 
     @model_validator(mode="after")
-    def _consistent(self) -> Role:
+    def _consistent(self) -> "Role":
         if (self.composition == "capacity") != (self.traffic is not None):
             raise ValueError("'traffic' is required for capacity roles and only for them")
         if self.composition == "quorum" and self.min_instances % 2 == 0:
@@ -164,7 +162,7 @@ class PatternsFile(_Data):
     roles: dict[str, Role]
 
     @model_validator(mode="after")
-    def _references(self) -> PatternsFile:
+    def _references(self) -> "PatternsFile":
         for name, pattern in self.patterns.items():
             unknown = [r for r in (*pattern.roles, *pattern.critical_roles) if r not in self.roles]
             if unknown:
@@ -212,22 +210,22 @@ class ArchitectureData:
         return sorted({w for p in self.patterns.patterns.values() for w in p.workloads})
 
 
-def _read(path: Path, model: type[_Data]) -> Any:
+def _read(path: Path, model: type[_Data], cache: ParseCache) -> Any:
     try:
-        return model.model_validate(load_data_file(path.read_text(encoding="utf-8")))
-    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        return model.model_validate(cache.data_file(path))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError) as exc:
         raise ConfigError(f"architecture data file {path.name} is invalid: {exc}", data={"file": str(path)}) from exc
 
 
-def load_architecture_data(folder: Path) -> ArchitectureData:
-    """Read and validate ``platforms.yaml``, ``patterns.yaml`` and ``migration.yaml`` in ``folder``.
+def load_architecture_data(folder: Path, cache: ParseCache = NO_CACHE) -> ArchitectureData:
+    """Read (through ``cache``) and validate ``platforms.yaml``, ``patterns.yaml`` and ``migration.yaml`` in ``folder``.
 
     Raises:
         ConfigError: a file is missing or invalid, or names something unknown (the file is named).
     """
-    platforms: PlatformsFile = _read(folder / "platforms.yaml", PlatformsFile)
-    patterns: PatternsFile = _read(folder / "patterns.yaml", PatternsFile)
-    migration: MigrationFile = _read(folder / "migration.yaml", MigrationFile)
+    platforms: PlatformsFile = _read(folder / "platforms.yaml", PlatformsFile, cache)
+    patterns: PatternsFile = _read(folder / "patterns.yaml", PatternsFile, cache)
+    migration: MigrationFile = _read(folder / "migration.yaml", MigrationFile, cache)
     workloads = {w for p in patterns.patterns.values() for w in p.workloads}
     missing = sorted(w for w in workloads if w not in platforms.traffic.per_instance_rps)
     if missing:

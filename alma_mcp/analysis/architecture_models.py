@@ -1,7 +1,5 @@
 """suggest_architecture's request and answer models, and the resolved context the steps share."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from typing import Any
 

@@ -18,8 +18,6 @@ Suppressions live in the blueprint, ``metadata.alma.suppress: [{rule, resource, 
 with its reason, never disappears, and a suppression that matches nothing is reported as unused.
 """
 
-from __future__ import annotations
-
 import string
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -39,8 +37,9 @@ from alma_mcp.analysis.audit_checks import (
     Predicate,
     compile_condition,
 )
-from alma_mcp.blueprint.loader import Limits, parse_document
+from alma_mcp.blueprint.loader import Limits
 from alma_mcp.blueprint.model import Blueprint, Provider, Resource, ResourceType
+from alma_mcp.datacache import NO_CACHE, ParseCache
 from alma_mcp.errors import AlmaError, ConfigError, InvalidRequest
 from alma_mcp.gcpause import without_gc
 
@@ -267,8 +266,8 @@ class PolicyCatalog:
         self._tables: dict[tuple[str, tuple[str, ...] | None], _Selection] = {}
 
     @classmethod
-    def from_directory(cls, path: Path) -> PolicyCatalog:
-        """Load ``frameworks.yaml`` and every other ``*.yaml`` in ``path`` as rules.
+    def from_directory(cls, path: Path, cache: ParseCache = NO_CACHE) -> "PolicyCatalog":
+        """Load ``frameworks.yaml`` and every other ``*.yaml`` in ``path`` as rules (parsed through ``cache``).
 
         Raises:
             ConfigError: a file is missing or invalid, a rule id is duplicated, a check function or
@@ -277,7 +276,7 @@ class PolicyCatalog:
         """
         fw_file = path / "frameworks.yaml"
         try:
-            fw_data = _FrameworksFile.model_validate(_read(fw_file))
+            fw_data = _FrameworksFile.model_validate(_read(fw_file, cache))
         except ValidationError as exc:
             raise ConfigError(f"policy file {fw_file.name} is invalid: {exc}", data={"file": str(fw_file)}) from exc
         frameworks = fw_data.frameworks
@@ -289,7 +288,7 @@ class PolicyCatalog:
         if not files:
             raise ConfigError(f"no rule files (*.yaml) in {path}", data={"folder": str(path)})
         for file in files:
-            for policy in _read_rules(file, known):
+            for policy in _read_rules(file, known, cache):
                 if policy.id in owner:
                     raise ConfigError(
                         f"policy file {file.name} redefines {policy.id}, already defined in {owner[policy.id].name}",
@@ -373,7 +372,7 @@ class PolicyCatalog:
             ],
         }
 
-    def _selection(self, environment: str, frameworks: tuple[str, ...] | None) -> _Selection:
+    def _selection(self, environment: str, frameworks: tuple[str, ...] | None) -> "_Selection":
         key = (environment, frameworks)
         if key not in self._tables:
             chosen = [
@@ -420,10 +419,10 @@ class _Selection:
     blueprint_rules: tuple[_Rule, ...]
 
 
-def _read(path: Path) -> Any:
+def _read(path: Path, cache: ParseCache) -> Any:
     try:
-        return parse_document(path.read_text(encoding="utf-8"), _FILE_LIMITS)
-    except (OSError, AlmaError) as exc:
+        return cache.document(path, _FILE_LIMITS)
+    except (OSError, UnicodeDecodeError, AlmaError) as exc:
         raise ConfigError(f"policy file {path.name} cannot be read: {exc}", data={"file": str(path)}) from exc
 
 
@@ -446,9 +445,9 @@ def _check_frameworks(frameworks: Sequence[Framework], path: Path) -> None:
             names[name.lower()] = fw.id
 
 
-def _read_rules(path: Path, known: Mapping[str, set[str]]) -> list[Policy]:
+def _read_rules(path: Path, known: Mapping[str, set[str]], cache: ParseCache) -> list[Policy]:
     try:
-        content = _PolicyFile.model_validate(_read(path))
+        content = _PolicyFile.model_validate(_read(path, cache))
     except ValidationError as exc:
         raise ConfigError(f"policy file {path.name} is invalid: {exc}", data={"file": str(path)}) from exc
     policies = []

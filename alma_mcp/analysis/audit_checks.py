@@ -16,8 +16,6 @@ decides whether that port is open to the internet. A network with ``options.defa
 (or ``deny-all``) is micro-segmented. Kubernetes resources read ``firewall`` as their NetworkPolicy.
 """
 
-from __future__ import annotations
-
 import math
 import re
 from collections import Counter, deque

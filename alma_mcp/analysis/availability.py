@@ -13,8 +13,6 @@ The model (SRE practice; the formulas of docs/tool-algorithms.md section 13):
 Unavailability is summed from the failure side so that 99.999% and beyond keep their digits.
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -90,7 +88,7 @@ class Tier:
     def can_grow(self) -> bool:
         return self.composition != "single" and self.instances + self.step <= self.max_instances
 
-    def grown(self) -> Tier:
+    def grown(self) -> "Tier":
         return replace(self, instances=self.instances + self.step)
 
     def formula(self) -> str:

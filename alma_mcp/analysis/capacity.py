@@ -12,8 +12,6 @@ Universal Scalability Law X(N) = lambda N / (1 + sigma (N - 1) + kappa N (N - 1)
 its linear form N / X = 1/lambda + (sigma/lambda)(N - 1) + (kappa/lambda) N (N - 1).
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Sequence
 from datetime import date, timedelta

@@ -17,8 +17,6 @@ once with every rule; then, per control of the framework:
 is indicative, never a certification; every report says so in ``disclaimer``.
 """
 
-from __future__ import annotations
-
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, Field

@@ -9,8 +9,6 @@ Instances are ``replicas``, else the autoscaling minimum, else 1; the autoscalin
 second, worst-case total. Hosts are counted by First-Fit-Decreasing over instances (``binpack``).
 """
 
-from __future__ import annotations
-
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -58,7 +56,7 @@ class Sizing:
     public: bool
 
     @classmethod
-    def of(cls, res: Resource) -> Sizing:
+    def of(cls, res: Resource) -> "Sizing":
         specs = res.specs
         scaling = specs.autoscaling
         instances = specs.replicas or (scaling.min if scaling is not None else 1)

@@ -8,8 +8,6 @@ order, so one request always gives byte-identical output. The result must pass v
 warnings before it is returned: a failure there is a bug in the rules, never the caller's fault.
 """
 
-from __future__ import annotations
-
 import math
 import re
 from collections import Counter

@@ -8,8 +8,6 @@ without a value), so such a mistake stops start-up with the file named instead o
 call. Free-text extraction lives here too because it is nothing but these tables applied to a string.
 """
 
-from __future__ import annotations
-
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -20,9 +18,9 @@ from typing import Any, Final, Generic, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from alma_mcp.blueprint.loader import load_data_file
 from alma_mcp.blueprint.model import Environment, Provider, ResourceType
 from alma_mcp.catalog.templates import TemplateCatalog
+from alma_mcp.datacache import NO_CACHE, ParseCache
 from alma_mcp.errors import ConfigError, TemplateNotFound
 
 RPS_MAX: Final = 10_000_000.0
@@ -87,7 +85,7 @@ class AvailabilityRules(_Rules):
     minimum_instances: list[MinimumInstances] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _complete(self) -> AvailabilityRules:
+    def _complete(self) -> "AvailabilityRules":
         missing = sorted(e.value for e in Environment if e not in self.defaults)
         if missing:
             raise ValueError(f"availability.defaults lacks: {', '.join(missing)}")
@@ -166,7 +164,7 @@ class Images(_Rules):
     by_role: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _pinned(self) -> Images:
+    def _pinned(self) -> "Images":
         for image in (self.gpu, *self.by_kind.values(), *self.by_role.values()):
             _check_pinned(image)
         return self
@@ -374,7 +372,7 @@ class CreateRules(_Rules):
     text: TextRules
 
     @model_validator(mode="after")
-    def _consistent(self) -> CreateRules:
+    def _consistent(self) -> "CreateRules":
         bad = sorted(w for w in self.workloads if not re.fullmatch(_WORKLOAD_NAME, w))
         if bad:
             raise ValueError(f"workload names must be DNS labels of at most 40 characters: {', '.join(bad)}")
@@ -392,15 +390,15 @@ class CreateRules(_Rules):
         return self
 
 
-def load_create_rules(path: Path) -> CreateRules:
-    """Read and validate the create_blueprint rules.
+def load_create_rules(path: Path, cache: ParseCache = NO_CACHE) -> CreateRules:
+    """Read (through ``cache``) and validate the create_blueprint rules.
 
     Raises:
         ConfigError: the file is missing, not YAML, or breaks a rule (the file is named).
     """
     try:
-        return CreateRules.model_validate(load_data_file(path.read_text(encoding="utf-8")))
-    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        return CreateRules.model_validate(cache.data_file(path))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError) as exc:
         raise ConfigError(f"create rules file {path} is invalid: {exc}", data={"file": str(path)}) from exc
 
 

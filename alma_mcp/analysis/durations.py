@@ -1,7 +1,5 @@
 """Per-type step durations for deployment plans, read from ``resources/plan/durations.yaml``."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import yaml
@@ -25,7 +23,7 @@ class DurationTable(BaseModel):
     provider_factor: dict[Provider, float] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _complete(self) -> DurationTable:
+    def _complete(self) -> "DurationTable":
         for action in ("create", "update", "delete"):
             table: dict[ResourceType, float] = getattr(self, action)
             missing = sorted(t.value for t in ResourceType if t not in table)

@@ -24,8 +24,6 @@ The target blueprint keeps retained resources on their own provider (reached ove
 drops retired and repurchased ones (and dependencies on them), and must validate.
 """
 
-from __future__ import annotations
-
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field

@@ -18,8 +18,6 @@ Downtime per resource, from ``resources/architecture/migration.yaml``:
 A wave's resources are cut over together, so its downtime is its longest resource's.
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 

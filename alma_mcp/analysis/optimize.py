@@ -20,8 +20,6 @@ resources. Usage is per instance: CPU in cores, memory and storage in MiB, as a 
 or as percentiles (``p90`` required; ``p95``, ``p99``, ``max`` optional).
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace

@@ -10,8 +10,6 @@ rent, fees) split between vCPUs and GiB of RAM that workloads can allocate. Ever
 the resolved prices it used (``UnitPrices``), so a number can always be traced to its rate.
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,7 +47,7 @@ class HostCost(_Data):
     cpu_share: float = Field(default=0.5, gt=0, lt=1, description="Part of the host cost borne by vCPUs.")
 
     @model_validator(mode="after")
-    def _allocatable(self) -> HostCost:
+    def _allocatable(self) -> "HostCost":
         if self.reserved_vcpus >= self.vcpus or self.reserved_ram_gib >= self.ram_gib:
             raise ValueError("host reserves all its vCPUs or RAM; reserved_* must stay below vcpus / ram_gib")
         return self
@@ -83,7 +81,7 @@ class ProfileSpec(_Data):
     host: HostCost | None = None
 
     @model_validator(mode="after")
-    def _complete(self) -> ProfileSpec:
+    def _complete(self) -> "ProfileSpec":
         explicit = (self.vcpu_hour is not None, self.ram_gib_hour is not None)
         if self.host is None and not all(explicit):
             raise ValueError("give vcpu_hour and ram_gib_hour, or a host to derive them from")
@@ -117,7 +115,7 @@ class UnitPrices(BaseModel):
     host_monthly_cost: float | None = None
 
     @classmethod
-    def resolve(cls, name: str, spec: ProfileSpec) -> UnitPrices:
+    def resolve(cls, name: str, spec: ProfileSpec) -> "UnitPrices":
         """Derive compute prices from the host where needed (per allocatable vCPU / GiB)."""
         hours = spec.hours_per_month
         host_month: float | None = None
@@ -196,7 +194,7 @@ class PriceCatalog:
         }
 
     @classmethod
-    def from_file(cls, path: Path | str) -> PriceCatalog:
+    def from_file(cls, path: Path | str) -> "PriceCatalog":
         """One catalogue file (e.g. the one ``ALMA_PRICING_FILE`` points at).
 
         Raises:
@@ -208,7 +206,7 @@ class PriceCatalog:
         return cls._checked(profiles, parsed.default or next(iter(profiles)), (str(path),), path)
 
     @classmethod
-    def from_directory(cls, path: Path | str) -> PriceCatalog:
+    def from_directory(cls, path: Path | str) -> "PriceCatalog":
         """Every ``*.yaml`` file of a folder, in name order, as one catalogue.
 
         Raises:
@@ -243,14 +241,14 @@ class PriceCatalog:
         return cls._checked(profiles, chosen, tuple(str(f) for f in files), where)
 
     @classmethod
-    def from_path(cls, path: Path | str) -> PriceCatalog:
+    def from_path(cls, path: Path | str) -> "PriceCatalog":
         """A folder (``from_directory``) or a single file (``from_file``)."""
         return cls.from_directory(path) if Path(path).is_dir() else cls.from_file(path)
 
     @classmethod
     def _checked(
         cls, profiles: dict[str, UnitPrices], default: str, sources: tuple[str, ...], where: Path
-    ) -> PriceCatalog:
+    ) -> "PriceCatalog":
         if default not in profiles:
             raise ConfigError(
                 f"{where}: default price profile {default!r} is not defined; known: {', '.join(sorted(profiles))}",

@@ -24,8 +24,6 @@ events -> logs -> endpoints -> ingress).
    does not know, so one weak match never claims certainty.
 """
 
-from __future__ import annotations
-
 import bisect
 import itertools
 import re

@@ -7,8 +7,6 @@ host or port no resource has, an even quorum, and so on. A defect multiplies the
 is reported with its JSON pointer, so the answer cites the line to change.
 """
 
-from __future__ import annotations
-
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Final

@@ -7,8 +7,6 @@ make the cause more likely, and which blueprint resources the entry is about. ``
 validates and compiles it once; a bad file stops start-up with the file named.
 """
 
-from __future__ import annotations
-
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,8 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alma_mcp.analysis.troubleshoot_checks import CHECKS
-from alma_mcp.blueprint.loader import load_data_file
 from alma_mcp.blueprint.model import Provider, ResourceType
+from alma_mcp.datacache import NO_CACHE, ParseCache
 from alma_mcp.errors import ConfigError
 
 MIN_ENTRIES: Final = 80
@@ -103,8 +101,8 @@ class KnowledgeBase:
         return sorted({e.family for e in self._entries})
 
 
-def load_knowledge_base(path: Path, *, minimum: int = MIN_ENTRIES) -> KnowledgeBase:
-    """Read, validate and compile every ``*.yaml`` file in ``path``.
+def load_knowledge_base(path: Path, *, minimum: int = MIN_ENTRIES, cache: ParseCache = NO_CACHE) -> KnowledgeBase:
+    """Read (through ``cache``), validate and compile every ``*.yaml`` file in ``path``.
 
     Raises:
         ConfigError: a file is unreadable or invalid, an id is repeated, a pattern does not compile, a check
@@ -117,8 +115,8 @@ def load_knowledge_base(path: Path, *, minimum: int = MIN_ENTRIES) -> KnowledgeB
     owner: dict[str, str] = {}
     for file in files:
         try:
-            content = _File.model_validate(load_data_file(file.read_text(encoding="utf-8")))
-        except (OSError, yaml.YAMLError, ValidationError) as exc:
+            content = _File.model_validate(cache.data_file(file))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError) as exc:
             raise ConfigError(f"knowledge-base file {file.name} is invalid: {exc}", data={"file": str(file)}) from exc
         for entry in content.entries:
             where = f"knowledge-base file {file.name}, entry {entry.id}"

@@ -6,8 +6,6 @@ expanded node count (YAML aliases counted at their expanded size, which stops "b
 and resource count. Duplicate mapping keys are parse errors: PyYAML would silently keep the last.
 """
 
-from __future__ import annotations
-
 import difflib
 import json
 from collections.abc import Iterable, Mapping

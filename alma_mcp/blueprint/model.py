@@ -5,8 +5,6 @@ Unknown keys in typed places are errors with a path; free-form data has two expl
 such as Kafka partitions or Kong plugins). Quantities are normalised here, once.
 """
 
-from __future__ import annotations
-
 import ipaddress
 from enum import StrEnum
 from functools import partial
@@ -135,7 +133,7 @@ class Autoscaling(_Strict):
     target_cpu: int = Field(default=70, ge=1, le=100, description="Target CPU utilisation, percent.")
 
     @model_validator(mode="after")
-    def _bounds(self) -> Autoscaling:
+    def _bounds(self) -> "Autoscaling":
         if self.max < self.min:
             raise PydanticCustomError(
                 "blueprint.invalid_value",

@@ -6,8 +6,6 @@ file, or two files claiming one name or alias, stops start-up with the file name
 ours, so a mistake in it is a bug to fix, not a warning to log.
 """
 
-from __future__ import annotations
-
 import copy
 import math
 from collections.abc import Callable, Mapping
@@ -21,6 +19,7 @@ from alma_mcp.blueprint.graph import check_integrity
 from alma_mcp.blueprint.loader import DEFAULT_LIMITS, Limits, load_blueprint
 from alma_mcp.blueprint.model import Blueprint, Environment, ResourceType, normalise_environment
 from alma_mcp.blueprint.quantities import format_cpu, format_mib, parse_cpu, parse_size_mib
+from alma_mcp.datacache import NO_CACHE, ParseCache
 from alma_mcp.errors import (
     BlueprintError,
     ConfigError,
@@ -70,8 +69,10 @@ class TemplateCatalog:
         self._aliases = dict(aliases)
 
     @classmethod
-    def from_directory(cls, folder: Path, limits: Limits = DEFAULT_LIMITS) -> TemplateCatalog:
-        """Load and validate every ``*.yaml`` file in ``folder``.
+    def from_directory(
+        cls, folder: Path, limits: Limits = DEFAULT_LIMITS, cache: ParseCache = NO_CACHE
+    ) -> "TemplateCatalog":
+        """Load and validate every ``*.yaml`` file in ``folder`` (parsed through ``cache``).
 
         Raises:
             ConfigError: a file is invalid, or a name or alias is claimed twice (the file is named).
@@ -83,7 +84,7 @@ class TemplateCatalog:
         if not files:
             raise ConfigError(f"no template files (*.yaml) in {folder}", data={"folder": str(folder)})
         for path in files:
-            blueprint = _load_template_file(path, limits)
+            blueprint = _load_template_file(path, limits, cache)
             for claimed in (blueprint.name, *_aliases_of(blueprint, path)):
                 if claimed in owners:
                     raise ConfigError(
@@ -200,11 +201,11 @@ class TemplateCatalog:
         return result, changes
 
 
-def _load_template_file(path: Path, limits: Limits) -> Blueprint:
+def _load_template_file(path: Path, limits: Limits, cache: ParseCache) -> Blueprint:
     try:
-        blueprint = load_blueprint(path.read_text(encoding="utf-8"), limits)
+        blueprint = load_blueprint(cache.document(path, limits), limits)
         check_integrity(blueprint)
-    except (BlueprintError, OSError) as exc:
+    except (BlueprintError, OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"template file {path.name} is invalid: {exc}", data={"file": str(path)}) from exc
     meta = blueprint.metadata.model_extra or {}
     if meta.get("category") not in CATEGORIES or meta.get("complexity") not in COMPLEXITIES:

@@ -10,19 +10,16 @@ continues (what exists is a no-op); rolling back returns to the previously deplo
 destroys everything when there was none, deletes running dependents first.
 """
 
-from __future__ import annotations
-
 import json
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from pydantic import BaseModel
-from sqlite_utils import Database
 
 from alma_mcp.analysis.plan import dependency_levels
 from alma_mcp.blueprint.loader import Limits, load_blueprint
@@ -43,6 +40,9 @@ from alma_mcp.settings import Settings
 from alma_mcp.store import Store, utc_now
 from engines.base import Change, DeploymentRef, DesiredResource, DesiredState, Engine, Plan
 from engines.registry import EngineRegistry
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 logger = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ class Orchestrator:
         plan_doc = {"changes": [c.model_dump() for c in changes], "previous": previous, "scope": ref.id}
         deployment_id = 0
 
-        def open_deployment(db: Database, rec: IPRRecord) -> None:
+        def open_deployment(db: "Database", rec: IPRRecord) -> None:
             nonlocal deployment_id
             cursor = db.execute(
                 "INSERT INTO deployments (ipr_id, revision, kind, state, run_id, actor, plan, started_at) "
@@ -351,7 +351,7 @@ class Orchestrator:
         if skipped:
             summary += f"; skipped (a dependency failed): {', '.join(sorted(skipped))}"
 
-        def close_deployment(db: Database, rec: IPRRecord) -> None:
+        def close_deployment(db: "Database", rec: IPRRecord) -> None:
             db.execute(
                 "UPDATE deployments SET state = ?, summary = ?, finished_at = ? WHERE id = ?",
                 ["succeeded" if ok else "failed", summary, utc_now(), deployment_id],
@@ -565,7 +565,7 @@ class Orchestrator:
                 continue  # another live server process is running this deploy
             deployment_id, ipr_id = int(row["id"]), int(row["ipr_id"])
 
-            def interrupt(db: Database, rec: IPRRecord, deployment_id: int = deployment_id) -> None:
+            def interrupt(db: "Database", rec: IPRRecord, deployment_id: int = deployment_id) -> None:
                 now = utc_now()
                 db.execute(
                     "UPDATE deployment_steps SET status = 'interrupted', finished_at = ?, "

@@ -6,8 +6,6 @@ but never approve); the CLI's person is the OS user (or ``--as``); HTTP keys car
 ``admin`` implies every role.
 """
 
-from __future__ import annotations
-
 from collections.abc import Iterable
 from enum import StrEnum
 

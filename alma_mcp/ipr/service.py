@@ -6,13 +6,10 @@ wrote; deploying and rolling back need ``deployer`` (see ``alma_mcp.ipr.deploy``
 per revision: a revision resets them.
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
-from sqlite_utils import Database
 
 from alma_mcp.analysis.audit import PolicyCatalog
 from alma_mcp.analysis.durations import DurationTable
@@ -27,6 +24,9 @@ from alma_mcp.ipr.states import Action, IPRState, allowed_actions
 from alma_mcp.ipr.store import CheckResult, Comment, Event, IPRRecord, IPRStore, Revision
 from alma_mcp.settings import Settings
 from alma_mcp.store import Store, utc_now
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 AUTO_APPROVER = "system:auto-approve"
 ReviewAction = Literal["approve", "request_changes", "reject"]
@@ -222,7 +222,7 @@ class IPRService:
             return
         record = self.iprs.get(ipr_id)
 
-        def write(db: Database, rec: IPRRecord) -> None:
+        def write(db: "Database", rec: IPRRecord) -> None:
             db.execute(
                 "INSERT INTO ipr_approvals (ipr_id, revision, principal, at) VALUES (?, ?, ?, ?)",
                 [ipr_id, rec.revision, AUTO_APPROVER, utc_now()],
@@ -266,7 +266,7 @@ class IPRService:
             raise InvalidRequest("override applies to approve only")
         required = self.settings.ipr_required_approvals
 
-        def guard(db: Database, rec: IPRRecord) -> IPRState | None:
+        def guard(db: "Database", rec: IPRRecord) -> IPRState | None:
             if act is not Action.APPROVE:
                 return None
             already = {
@@ -280,7 +280,7 @@ class IPRService:
             # Fewer approvals than required: record this one, stay open.
             return IPRState.OPEN if len(already) + 1 < required else None
 
-        def write(db: Database, rec: IPRRecord) -> None:
+        def write(db: "Database", rec: IPRRecord) -> None:
             if act is Action.APPROVE:
                 db.execute(
                     "INSERT INTO ipr_approvals (ipr_id, revision, principal, at) VALUES (?, ?, ?, ?)",
@@ -335,7 +335,7 @@ class IPRService:
         else:
             principal.require(Role.PROPOSER, "close an IPR")
 
-        def write(db: Database, rec: IPRRecord) -> None:
+        def write(db: "Database", rec: IPRRecord) -> None:
             if comment:
                 self.iprs.add_comment(db, ipr_id, rec.revision, principal.id, "close", comment)
 

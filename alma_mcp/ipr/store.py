@@ -7,20 +7,20 @@ second reads the first's result and gets ``ipr.invalid_transition`` (or ``ipr.co
 state still allows its action but the record moved on under it).
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
-from sqlite_utils import Database
 
 from alma_mcp.errors import IPRConflict, IPRNotFound
 from alma_mcp.events import EventBus
 from alma_mcp.ipr.states import Action, IPRState, next_state
 from alma_mcp.store import Store, utc_now
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 
 class IPRRecord(BaseModel):
@@ -89,7 +89,7 @@ def _record(row: Mapping[str, Any]) -> IPRRecord:
     return IPRRecord.model_validate(dict(row))
 
 
-def _event(db: Database, ipr_id: int, actor: str, action: str, before: str | None, after: str, payload: Any) -> int:
+def _event(db: "Database", ipr_id: int, actor: str, action: str, before: str | None, after: str, payload: Any) -> int:
     cursor = db.execute(
         "INSERT INTO ipr_events (ipr_id, actor, action, from_state, to_state, at, payload) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -119,7 +119,7 @@ class IPRStore:
             )
         return record
 
-    def _read(self, db: Database, ipr_id: int) -> IPRRecord:
+    def _read(self, db: "Database", ipr_id: int) -> IPRRecord:
         rows = list(db.query("SELECT * FROM iprs WHERE id = ?", [ipr_id]))
         if not rows:
             raise IPRNotFound(f"no IPR {ipr_id}; list them with ipr_list", data={"ipr_id": ipr_id})
@@ -149,7 +149,7 @@ class IPRStore:
 
     def _insert_revision(
         self,
-        db: Database,
+        db: "Database",
         ipr_id: int,
         number: int,
         blueprint: Mapping[str, Any],
@@ -226,8 +226,8 @@ class IPRStore:
         *,
         payload: Mapping[str, Any] | None = None,
         expect_version: int | None = None,
-        guard: Callable[[Database, IPRRecord], IPRState | None] | None = None,
-        also: Callable[[Database, IPRRecord], None] | None = None,
+        guard: Callable[["Database", IPRRecord], IPRState | None] | None = None,
+        also: Callable[["Database", IPRRecord], None] | None = None,
         updates: Mapping[str, Any] | None = None,
     ) -> IPRRecord:
         """Apply ``action`` as one compare-and-set, with its event, in one transaction.
@@ -268,7 +268,7 @@ class IPRStore:
     ) -> IPRRecord:
         """A new immutable revision; the IPR goes (back) to open and earlier approvals lapse."""
 
-        def write(db: Database, record: IPRRecord) -> None:
+        def write(db: "Database", record: IPRRecord) -> None:
             self._insert_revision(db, ipr_id, record.revision + 1, blueprint, checks, actor)
 
         record = self.get(ipr_id)
@@ -283,7 +283,7 @@ class IPRStore:
         )
 
     def add_comment(
-        self, db: Database, ipr_id: int, revision: int, author: str, verdict: str | None, body: str
+        self, db: "Database", ipr_id: int, revision: int, author: str, verdict: str | None, body: str
     ) -> None:
         db.execute(
             "INSERT INTO ipr_comments (ipr_id, revision, author, verdict, body, at) VALUES (?, ?, ?, ?, ?, ?)",

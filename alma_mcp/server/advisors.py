@@ -53,8 +53,8 @@ def register(server: MCPServer[Any], services: Services) -> None:
     limits = services.limits
     budget = services.settings.output_max_items
     data = find_data_dir(services.settings.data_dir) / "resources"
-    knowledge = load_knowledge_base(data / "troubleshooting")
-    architecture = load_architecture_data(data / "architecture")
+    knowledge = load_knowledge_base(data / "troubleshooting", cache=services.parse_cache)
+    architecture = load_architecture_data(data / "architecture", services.parse_cache)
 
     @server.tool(name="suggest_architecture", title="Suggest an architecture", annotations=READ_ONLY)
     @coded_errors

@@ -1,7 +1,8 @@
 """The server factory: one ``MCPServer`` per call, wired to already-opened services."""
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from mcp.server import MCPServer
@@ -38,16 +39,17 @@ def build_server(services: Services, *, limiter: ToolLimiter | None = None) -> M
     async def lifespan(_: MCPServer[Services]) -> AsyncIterator[Services]:
         yield services
 
-    server: MCPServer[Services] = MCPServer(
-        "alma-mcp",
-        title="alma-mcp: infrastructure as conversation",
-        version=__version__,
-        instructions=INSTRUCTIONS,
-        lifespan=lifespan,
-        warn_on_duplicate_tools=True,
-        warn_on_duplicate_resources=True,
-        warn_on_duplicate_prompts=True,
-    )
+    with _sdk_log_handler_skipped():
+        server: MCPServer[Services] = MCPServer(
+            "alma-mcp",
+            title="alma-mcp: infrastructure as conversation",
+            version=__version__,
+            instructions=INSTRUCTIONS,
+            lifespan=lifespan,
+            warn_on_duplicate_tools=True,
+            warn_on_duplicate_resources=True,
+            warn_on_duplicate_prompts=True,
+        )
     wired: Any = server
     templates.register(wired, services)
     analysis.register(wired, services)
@@ -63,3 +65,18 @@ def build_server(services: Services, *, limiter: ToolLimiter | None = None) -> M
     if limiter is not None:
         install_tool_limits(wired, services, limiter)
     return server
+
+
+@contextmanager
+def _sdk_log_handler_skipped() -> Iterator[None]:
+    # MCPServer() imports rich (~11 ms of every start) to build a handler for logging.basicConfig(),
+    # which drops it whenever logging is already configured, as the CLI does first. With rich hidden
+    # the SDK takes its own plain StreamHandler fallback instead; rich imports normally afterwards.
+    if "rich" in sys.modules:
+        yield
+        return
+    sys.modules["rich"] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        del sys.modules["rich"]

@@ -13,8 +13,6 @@ further in, such as a rate limit), and it raises ``CancelledError`` when the cli
 A middleware further in may also short-circuit with a pydantic model; both shapes are read here.
 """
 
-from __future__ import annotations
-
 import functools
 import logging
 import re

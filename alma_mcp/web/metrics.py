@@ -19,8 +19,6 @@ Long-lived streams (``GET /sse``, ``GET /mcp``, 2026 ``subscriptions/listen``) c
 as open sessions, but stay out of the duration histogram, whose percentiles they would swamp.
 """
 
-from __future__ import annotations
-
 import re
 import threading
 import time

@@ -14,8 +14,6 @@ types is 422 ``request.unprocessable`` with the pydantic errors summarised (neve
 values); an ``AlmaError`` keeps its code; anything unexpected is a 500 with only an error id.
 """
 
-from __future__ import annotations
-
 import functools
 import json
 import math

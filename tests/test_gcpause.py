@@ -1,0 +1,75 @@
+"""Start-up pauses the cyclic collector and resumes it once; bulk sections nest inside it."""
+
+import gc
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from alma_mcp import gcpause
+from alma_mcp.cli import main
+from alma_mcp.server.app import build_server
+from alma_mcp.services import Services
+
+
+@pytest.fixture(autouse=True)
+def collector_restored() -> Iterator[None]:
+    was_enabled = gc.isenabled()
+    gc.enable()
+    yield
+    gcpause.start_up_done()
+    gc.unfreeze()
+    if was_enabled:
+        gc.enable()
+    else:
+        gc.disable()
+
+
+def test_start_up_pause_is_resumed_once() -> None:
+    gcpause.pause_for_start_up()
+    assert not gc.isenabled()
+    gcpause.start_up_done()
+    assert gc.isenabled()
+    gc.disable()
+    gcpause.start_up_done()  # idempotent: a second call changes nothing
+    assert not gc.isenabled()
+
+
+def test_a_collector_already_off_stays_off() -> None:
+    gc.disable()
+    gcpause.pause_for_start_up()
+    gcpause.start_up_done()
+    assert not gc.isenabled()
+
+
+def test_freeze_moves_start_up_objects_out_of_collection() -> None:
+    gcpause.pause_for_start_up()
+    assert gc.get_freeze_count() == 0
+    gcpause.start_up_done(freeze=True)
+    assert gc.get_freeze_count() > 0
+    assert gc.isenabled()
+
+
+def test_start_up_ending_inside_a_bulk_section_resumes_when_the_section_ends() -> None:
+    gcpause.pause_for_start_up()
+    with gcpause.paused_gc():
+        gcpause.start_up_done()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_the_cli_resumes_collection_after_a_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["templates", "list"]) == 0
+    assert "simple-web-app" in capsys.readouterr().out
+    assert gc.isenabled()
+
+
+def test_building_the_server_does_not_import_rich_or_leave_it_blocked(services: Services) -> None:
+    # MCPServer() would import rich only to build a log handler that logging then discards.
+    saved = {name: sys.modules.pop(name) for name in list(sys.modules) if name == "rich" or name.startswith("rich.")}
+    try:
+        build_server(services)
+        assert "rich" not in sys.modules
+        import rich.console  # noqa: F401 - importable as usual afterwards
+    finally:
+        sys.modules.update(saved)
