@@ -141,6 +141,8 @@ def _main(argv: Sequence[str] | None) -> int:
     # A one-shot command's stderr is for its answer; chatter only when ALMA_LOG_LEVEL asks for it.
     quiet = args.command != "serve" and "log_level" not in settings.model_fields_set
     _configure_logging("WARNING" if quiet else settings.log_level)
+    if args.command != "serve":
+        gcpause.start_up_done()  # a one-shot command's work is not start-up; serve resumes it once built
     try:
         if args.command == "serve":
             return _serve(settings, args)

@@ -37,7 +37,7 @@ def entries(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.json"))
 
 
-def test_second_read_of_the_same_bytes_is_served_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_same_bytes_are_served_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     parse = CountingParse(monkeypatch, "load_data_file")
     data = tmp_path / "data.yaml"
     data.write_text("a: 1\nb: [x, 2.5, null, true]\nc: {d: e}\n", encoding="utf-8")

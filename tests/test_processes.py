@@ -103,14 +103,23 @@ def test_http_on_a_public_address_without_auth_is_refused(tmp_path: Path) -> Non
     assert proc.stdout == ""
 
 
-def test_no_provider_sdk_is_imported_by_a_stdio_start() -> None:
-    # uvicorn and starlette are not in the list: the SDK itself imports them.
+def test_no_provider_sdk_or_unused_library_is_imported_by_a_stdio_start() -> None:
+    # uvicorn and starlette are not in the list: the SDK itself imports them. numpy loads on the first
+    # forecast, rich never (MCPServer would import it for a log handler that logging discards).
     code = (
-        "import sys, alma_mcp.cli, alma_mcp.server.app, alma_mcp.services;"
-        "heavy = {'docker', 'kubernetes', 'proxmoxer', 'requests', 'prometheus_client'} & set(sys.modules);"
-        "print(sorted(heavy))"
+        "import sys, os;"
+        "from alma_mcp.settings import load_settings;"
+        "from alma_mcp.services import open_services;"
+        "from alma_mcp.server.app import build_server;"
+        "from alma_mcp.web.ratelimit import RateLimiter;"
+        "settings = load_settings();"
+        "services = open_services(settings, 'stdio').__enter__();"
+        "build_server(services, limiter=RateLimiter.from_settings(settings));"
+        "heavy = {'docker', 'kubernetes', 'proxmoxer', 'requests', 'prometheus_client', 'numpy', 'rich'};"
+        "print(sorted(heavy & set(sys.modules)))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    env = {**os.environ, "ALMA_DB_PATH": ":memory:"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60, env=env)
     assert out.stdout.strip() == "[]"
 
 
