@@ -3,8 +3,14 @@
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from alma_mcp.analysis.plan import dependency_levels
 from alma_mcp.blueprint.graph import (
+    Node,
+    adjacency,
+    check_graph,
     check_integrity,
     cycle_issues,
     nodes_from_blueprint,
@@ -85,3 +91,51 @@ def test_raw_data_that_fails_the_schema_still_gets_its_references_checked() -> N
         ("blueprint.unknown_reference", "/resources/2/specs/backends/0"),
     ]
     assert [i.message for i in cycle_issues(nodes)] == ["dependency cycle: a -> b -> a"]
+
+
+@st.composite
+def node_lists(draw: st.DrawFn) -> list[Node]:
+    """Raw resources, half of them clean (distinct names, known references), the others with every kind
+    of reference problem: repeats, unknowns, self-edges and gaps; cycles in both."""
+    names = [f"n{i}" for i in range(draw(st.integers(min_value=0, max_value=12)))]
+    if draw(st.booleans()):
+        clean = []
+        for i, own in enumerate(draw(st.permutations(names))):
+            others = [n for n in names if n != own]
+            deps = draw(st.lists(st.sampled_from(others), max_size=3, unique=True)) if others else []
+            named = draw(st.lists(st.sampled_from(names), max_size=2))
+            clean.append(
+                Node(index=i, name=own, dependencies=tuple(deps), backends=tuple(named[:1]), networks=tuple(named[1:]))
+            )
+        return clean
+    refs = st.sampled_from([*names, "ghost"]) if names else st.just("ghost")
+    nodes = []
+    for i in range(draw(st.integers(min_value=0, max_value=len(names) + 2))):
+        name = draw(st.one_of(st.sampled_from(names), st.none())) if names else None
+        nodes.append(
+            Node(
+                index=i,
+                name=name,
+                dependencies=tuple(draw(st.lists(st.one_of(refs, st.none()), max_size=4))),
+                backends=tuple(draw(st.lists(refs, max_size=2))),
+                networks=tuple(draw(st.lists(refs, max_size=2))),
+            )
+        )
+    return nodes
+
+
+@settings(derandomize=True, max_examples=300, deadline=None)
+@given(node_lists())
+def test_the_integer_graph_agrees_with_the_named_checks(nodes: list[Node]) -> None:
+    check = check_graph(nodes)
+    edges = adjacency(nodes)
+    assert check.graph.names == list(edges)
+    assert [[check.graph.names[j] for j in needs] for needs in check.graph.needs] == list(edges.values())
+    assert check.references == reference_issues(nodes)
+    if check.graph.resolved:
+        assert check.references == []
+    cyclic = any(len(c) > 1 for c in strongly_connected_components(edges))
+    assert (check.levels is None) == cyclic == bool(check.cycles)
+    assert check.cycles == cycle_issues(nodes)
+    if check.levels is not None:
+        assert dict(zip(check.graph.names, check.levels, strict=True)) == dependency_levels(list(edges), edges)

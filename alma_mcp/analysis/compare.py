@@ -13,8 +13,6 @@ inputs would otherwise cost more than the comparison. The one pairwise step, ren
 runs over unmatched resources only and is capped per resource type.
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
@@ -126,14 +124,14 @@ def diff_resources(a: Blueprint, b: Blueprint, rename_threshold: float = 0.8) ->
 
     A ``rename_threshold`` above 1 turns rename detection off.
     """
-    return _diff_resources(_entries(a), _entries(b), rename_threshold, [], _same)
+    return _diff_resources(_entries(a)[0], _entries(b)[0], rename_threshold, [], _same)
 
 
 @without_gc
 def compare_blueprints(a: Blueprint, b: Blueprint, rename_threshold: float = 0.8) -> Comparison:
     """The semantic diff of a -> b: per-resource actions, top-level changes, impact, similarity and patch."""
-    notes = [*_duplicate_notes("a", a), *_duplicate_notes("b", b)]
-    a_entries, b_entries = _entries(a), _entries(b)
+    (a_entries, a_counts), (b_entries, b_counts) = _entries(a), _entries(b)
+    notes = [*_duplicate_notes("a", a_counts), *_duplicate_notes("b", b_counts)]
     same = _memoised(_same)  # the diff, the similarity and the patch all ask about the same pairs
     rows = _diff_resources(a_entries, b_entries, rename_threshold, notes, same)
     blueprint_changes: list[FieldChange] = []
@@ -164,21 +162,20 @@ def compare_blueprints(a: Blueprint, b: Blueprint, rename_threshold: float = 0.8
 # --- matching ---------------------------------------------------------------------------------
 
 
-def _entries(bp: Blueprint) -> list[_Entry]:
+def _entries(bp: Blueprint) -> tuple[list[_Entry], dict[str, int]]:
+    """The resources as entries, and how many resources bear each name."""
     seen: dict[str, int] = {}
     entries = []
     for pos, res in enumerate(bp.resources):
-        count = seen.get(res.name, 0)
-        seen[res.name] = count + 1
+        name = res.name
+        count = seen.get(name, 0)
+        seen[name] = count + 1
         # '#' cannot occur in a DNS label, so a duplicate's key never collides with a real name.
-        entries.append(_Entry(res.name if count == 0 else f"{res.name}#{count}", pos, res))
-    return entries
+        entries.append(_Entry(name if count == 0 else f"{name}#{count}", pos, res))
+    return entries, seen
 
 
-def _duplicate_notes(label: str, bp: Blueprint) -> list[str]:
-    counts: dict[str, int] = {}
-    for res in bp.resources:
-        counts[res.name] = counts.get(res.name, 0) + 1
+def _duplicate_notes(label: str, counts: dict[str, int]) -> list[str]:
     return [
         f"resource name '{name}' appears {n} times in {label}; copies are matched in order of appearance"
         for name, n in counts.items()

@@ -7,17 +7,16 @@ duration is its list-scheduling makespan (longest step first onto the least-load
 only in the current state are deleted last, dependents first. Destroy and rollback run in reverse.
 """
 
-from __future__ import annotations
-
 import heapq
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final, Literal
 
 from pydantic import BaseModel
 
 from alma_mcp.analysis.compare import ResourceChange, diff_resources
 from alma_mcp.analysis.durations import DurationTable
-from alma_mcp.blueprint.graph import Node, adjacency, cycle_issues, nodes_from_blueprint, reference_issues
+from alma_mcp.blueprint.graph import DependencyGraph, Node, check_graph, nodes_from_blueprint
 from alma_mcp.blueprint.model import Blueprint, Provider, Resource, ResourceType
 from alma_mcp.errors import BlueprintCycle, BlueprintError
 from alma_mcp.gcpause import without_gc
@@ -75,14 +74,20 @@ def ensure_plannable(blueprint: Blueprint) -> list[Node]:
         BlueprintCycle: the dependencies form a cycle (every cycle listed in the issues).
         BlueprintError: unknown or duplicate references.
     """
+    return _plannable(blueprint)[0]
+
+
+def _plannable(blueprint: Blueprint) -> tuple[list[Node], DependencyGraph, list[int]]:
+    # Cycles first: a cycle makes the plan impossible whatever else is wrong.
     nodes = nodes_from_blueprint(blueprint)
-    cycles = cycle_issues(nodes)
-    if cycles:
+    check = check_graph(nodes)
+    if check.levels is None:
+        cycles = check.cycles
         raise BlueprintCycle(f"{cycles[0].message} (at {cycles[0].path}); break the cycle to plan", issues=cycles)
-    problems = reference_issues(nodes)
+    problems = check.references
     if problems:
         raise BlueprintError(f"{problems[0].message} at {problems[0].path}; fix it to plan", issues=problems)
-    return nodes
+    return nodes, check.graph, check.levels
 
 
 def dependency_levels(order: Sequence[str], edges: dict[str, list[str]]) -> dict[str, int]:
@@ -127,12 +132,100 @@ def plan_deployment(
     Raises:
         BlueprintCycle, BlueprintError: from ``ensure_plannable``.
     """
-    nodes = ensure_plannable(target)
+    nodes, graph, levels = _plannable(target)
     if current is not None:
         ensure_plannable(current)
-    changes: dict[str, ResourceChange] = {}
-    deleted: list[Resource] = []
+    columns = _Columns.of_target(nodes, graph, levels)
+    deepest = max(levels, default=0)
     if current is not None:
+        columns.apply_changes(current, target, deepest)
+    names, actions = columns.names, columns.actions
+    seconds = _Seconds(durations)
+    step_seconds = [seconds(a, t, p) for a, t, p in zip(actions, columns.types, columns.providers, strict=True)]
+
+    # Steps go by wave, declaration order within a wave: bucketing gives that order in linear time.
+    buckets: list[list[int]] = [[] for _ in range(max(columns.waves, default=0) + 1)]
+    for position, wave in enumerate(columns.waves):
+        buckets[wave].append(position)
+    order = [position for members in buckets for position in members]
+
+    waves = [
+        Wave.model_construct(
+            number=number,
+            steps=len(members),
+            changes=sum(1 for p in members if actions[p] != "no-op"),
+            estimated_seconds=round(makespan([step_seconds[p] for p in members], parallelism), 1),
+            resources=[names[p] for p in members],
+        )
+        for number, members in enumerate(buckets)
+        if members
+    ]
+    path, path_seconds = _critical_path(order, graph, step_seconds)
+    counts = dict.fromkeys(("create", "update", "replace", "delete", "no-op"), 0)
+    for action in actions:
+        counts[action] += 1
+    needs, targets = graph.needs, len(nodes)
+    return DeploymentPlan(
+        summary=_summary(order, columns, counts),
+        counts=counts,
+        parallelism=parallelism,
+        waves=waves,
+        steps=[
+            PlanStep(
+                resource=names[p],
+                type=columns.types[p],
+                provider=columns.providers[p],
+                action=actions[p],
+                wave=columns.waves[p],
+                depends_on=[names[j] for j in needs[p]] if p < targets else [],
+                estimated_seconds=step_seconds[p],
+                reason=columns.reasons[p],
+            )
+            for p in order
+        ],
+        critical_path=path,
+        critical_path_seconds=round(path_seconds, 1),
+        estimated_total_seconds=round(sum(w.estimated_seconds for w in waves), 1),
+        destroy_order=[w.resources for w in reversed(waves) if w.number <= deepest],
+        rollback_order=[
+            RollbackStep(resource=names[p], action=INVERSE[actions[p]])
+            for p in reversed(order)
+            if actions[p] != "no-op"
+        ],
+    )
+
+
+@dataclass(slots=True)
+class _Columns:
+    """The steps' fields, one list per field, indexed by graph position; deletions come after the target.
+
+    The waves, the critical path, the counts and the summary read these lists instead of walking the
+    models or the steps again.
+    """
+
+    names: list[str]
+    types: list[str]
+    providers: list[str]
+    actions: list[StepAction]
+    reasons: list[str]
+    waves: list[int]
+
+    @classmethod
+    def of_target(cls, nodes: Sequence[Node], graph: DependencyGraph, levels: list[int]) -> "_Columns":
+        # Every name of a plannable target is distinct, so graph position i is nodes[i].
+        return cls(
+            names=list(graph.names),
+            types=[node.type or "" for node in nodes],
+            providers=[node.provider or "" for node in nodes],
+            actions=["create"] * len(nodes),
+            reasons=[""] * len(nodes),
+            waves=list(levels),
+        )
+
+    def apply_changes(self, current: Blueprint, target: Blueprint, deepest: int) -> None:
+        """Actions against what is deployed; what only ``current`` has is deleted after ``deepest``."""
+        changes: dict[str, ResourceChange] = {}
+        deleted: list[Resource] = []
         for change in diff_resources(current, target):
             if change.action == "delete":
                 res = current.resource(change.name)
@@ -140,21 +233,14 @@ def plan_deployment(
                     deleted.append(res)
             else:
                 changes[change.name] = change
-
-    names = [r.name for r in target.resources]
-    edges = adjacency(nodes)
-    levels = dependency_levels(names, edges)
-    steps: list[PlanStep] = []
-    for res in target.resources:
-        found = changes.get(res.name)
-        action: StepAction = "create" if found is None else found.action
-        reason = "; ".join(found.replace_reasons) if found is not None and found.action == "replace" else ""
-        if found is not None and found.renamed_from and not reason:
-            reason = f"renamed from {found.renamed_from}"
-        steps.append(_step(res, action, levels[res.name], edges[res.name], reason, durations))
-    deepest = max(levels.values(), default=0)
-
-    if deleted:
+        for i, name in enumerate(self.names):
+            found = changes.get(name)
+            if found is not None:
+                self.actions[i] = found.action
+                reason = "; ".join(found.replace_reasons) if found.action == "replace" else ""
+                self.reasons[i] = reason or (f"renamed from {found.renamed_from}" if found.renamed_from else "")
+        if not deleted:
+            return
         # Deleted resources go dependents-first: reverse the edges among them.
         deleted_names = {r.name for r in deleted}
         reverse: dict[str, list[str]] = {r.name: [] for r in deleted}
@@ -163,95 +249,69 @@ def plan_deployment(
                 if dep in deleted_names:
                     reverse[dep].append(res.name)
         del_levels = dependency_levels([r.name for r in deleted], reverse)
-        steps.extend(_step(r, "delete", deepest + del_levels[r.name], [], "", durations) for r in deleted)
-
-    steps.sort(key=lambda s: s.wave)  # stable: declaration order within a wave
-    waves = _waves(steps, parallelism)
-    path, path_seconds = _critical_path(steps, edges)
-    counts = {a: sum(1 for s in steps if s.action == a) for a in ("create", "update", "replace", "delete", "no-op")}
-    return DeploymentPlan(
-        summary=_summary(steps, counts),
-        counts=counts,
-        parallelism=parallelism,
-        waves=waves,
-        steps=steps,
-        critical_path=path,
-        critical_path_seconds=round(path_seconds, 1),
-        estimated_total_seconds=round(sum(w.estimated_seconds for w in waves), 1),
-        destroy_order=[w.resources for w in reversed(waves) if w.number <= deepest],
-        rollback_order=[
-            RollbackStep(resource=s.resource, action=INVERSE[s.action]) for s in reversed(steps) if s.action != "no-op"
-        ],
-    )
+        for res in deleted:
+            self.names.append(res.name)
+            self.types.append(res.type.value)
+            self.providers.append(res.provider.value)
+            self.actions.append("delete")
+            self.reasons.append("")
+            self.waves.append(deepest + del_levels[res.name])
 
 
-def _step(
-    res: Resource, action: StepAction, wave: int, depends_on: list[str], reason: str, durations: DurationTable
-) -> PlanStep:
-    # Built from an already validated blueprint: skip re-validation (it dominates large plans).
-    return PlanStep.model_construct(
-        resource=res.name,
-        type=res.type.value,
-        provider=res.provider.value,
-        action=action,
-        wave=wave,
-        depends_on=depends_on,
-        estimated_seconds=round(durations.seconds(action, ResourceType(res.type), Provider(res.provider)), 1),
-        reason=reason,
-    )
+class _Seconds:
+    """``DurationTable.seconds`` rounded as steps show it, remembered per (action, type, provider)."""
+
+    def __init__(self, durations: DurationTable) -> None:
+        self._durations = durations
+        self._known: dict[tuple[str, str, str], float] = {}
+
+    def __call__(self, action: str, rtype: str, provider: str) -> float:
+        key = (action, rtype, provider)
+        found = self._known.get(key)
+        if found is None:
+            found = round(self._durations.seconds(action, ResourceType(rtype), Provider(provider)), 1)
+            self._known[key] = found
+        return found
 
 
-def _waves(steps: Sequence[PlanStep], parallelism: int) -> list[Wave]:
-    grouped: dict[int, list[PlanStep]] = {}
-    for step in steps:
-        grouped.setdefault(step.wave, []).append(step)
-    return [
-        Wave.model_construct(
-            number=number,
-            steps=len(members),
-            changes=sum(1 for s in members if s.action != "no-op"),
-            estimated_seconds=round(makespan([s.estimated_seconds for s in members], parallelism), 1),
-            resources=[s.resource for s in members],
-        )
-        for number, members in sorted(grouped.items())
-    ]
-
-
-def _critical_path(steps: Sequence[PlanStep], edges: dict[str, list[str]]) -> tuple[list[str], float]:
-    # Steps are in wave order, so every dependency's distance is known before its users'.
-    seconds = {s.resource: s.estimated_seconds for s in steps if s.action != "delete"}
-    dist: dict[str, float] = {}
-    via: dict[str, str | None] = {}
-    for step in steps:
-        if step.action == "delete":
-            continue
-        best, best_dep = 0.0, None
-        for dep in edges.get(step.resource, []):
-            if dist[dep] > best or best_dep is None:
+def _critical_path(order: Sequence[int], graph: DependencyGraph, seconds: Sequence[float]) -> tuple[list[str], float]:
+    # Positions come in wave order, so every dependency's distance is known before its users'.
+    needs = graph.needs
+    dist = [0.0] * len(needs)
+    via = [-1] * len(needs)
+    end, end_dist = -1, 0.0
+    for i in order:
+        if i >= len(needs):
+            continue  # a deletion: not on any path to the target
+        best, best_dep = 0.0, -1
+        for dep in needs[i]:
+            if dist[dep] > best or best_dep < 0:
                 best, best_dep = dist[dep], dep
-        dist[step.resource] = seconds[step.resource] + best
-        via[step.resource] = best_dep
-    if not dist:
+        dist[i] = seconds[i] + best
+        via[i] = best_dep
+        if end < 0 or dist[i] > end_dist:  # the first of the farthest, as max() picks it
+            end, end_dist = i, dist[i]
+    if end < 0:
         return [], 0.0
-    end = max(dist, key=lambda n: dist[n])
     path = [end]
-    while (prev := via[path[-1]]) is not None:
+    while (prev := via[path[-1]]) >= 0:
         path.append(prev)
-    path.reverse()
-    return path, dist[end]
+    return [graph.names[i] for i in reversed(path)], end_dist
 
 
-def _summary(steps: Sequence[PlanStep], counts: dict[str, int]) -> str:
+def _summary(order: Sequence[int], columns: _Columns, counts: dict[str, int]) -> str:
     creates = counts["create"] + counts["replace"]
     destroys = counts["delete"] + counts["replace"]
     if creates + counts["update"] + destroys == 0:
         return "No changes. The infrastructure matches the blueprint."
     lines = [f"Plan: {creates} to create, {counts['update']} to update, {destroys} to destroy."]
-    for step in steps:
-        if step.action == "no-op":
+    for p in order:
+        action = columns.actions[p]
+        if action == "no-op":
             continue
-        note = f" ({step.reason})" if step.reason else ""
-        lines.append(f"  {SYMBOLS[step.action]} {step.resource} ({step.type}, {step.provider}){note}")
+        reason = columns.reasons[p]
+        note = f" ({reason})" if reason else ""
+        lines.append(f"  {SYMBOLS[action]} {columns.names[p]} ({columns.types[p]}, {columns.providers[p]}){note}")
     return "\n".join(lines)
 
 

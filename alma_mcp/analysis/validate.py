@@ -7,8 +7,6 @@ resources (overlapping subnets) -> provider fit -> sanity warnings. Layers after
 when the schema fails, on a lenient view of the raw data, so one pass reports everything it can.
 """
 
-from __future__ import annotations
-
 import ipaddress
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -16,15 +14,9 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
-from alma_mcp.blueprint.graph import (
-    Node,
-    cycle_issues,
-    nodes_from_blueprint,
-    nodes_from_data,
-    reference_issues,
-)
+from alma_mcp.blueprint.graph import Node, check_graph, nodes_from_blueprint, nodes_from_data
 from alma_mcp.blueprint.loader import DEFAULT_LIMITS, Limits, issues_from_validation, parse_document
-from alma_mcp.blueprint.model import Blueprint, Provider, ResourceType
+from alma_mcp.blueprint.model import Blueprint, Provider, Resource, ResourceType
 from alma_mcp.errors import BlueprintError, BlueprintTooManyResources, Issue
 from alma_mcp.gcpause import without_gc
 
@@ -39,8 +31,15 @@ PROVIDER_TYPES: Final[Mapping[Provider, frozenset[ResourceType]]] = {
     Provider.KUBERNETES: _ALL_TYPES - {ResourceType.COMPUTE},
     Provider.PROXMOX: _ALL_TYPES - {ResourceType.CONTAINER},
 }
+# (provider, type) -> the providers that could host that type instead, for every pair that does not fit.
+_MISFITS: Final[Mapping[tuple[str | None, str | None], str]] = {
+    (provider.value, rtype.value): ", ".join(sorted(p.value for p, types in PROVIDER_TYPES.items() if rtype in types))
+    for provider in Provider
+    for rtype in ResourceType
+    if rtype not in PROVIDER_TYPES[provider]
+}
 _IMAGE_PROVIDERS = frozenset({Provider.DOCKER, Provider.KUBERNETES})
-# Containers are an error without an image (see _missing_images); these other types get a warning.
+# Containers are an error without an image (see _resource_rules); these other types get a warning.
 _RUNS_AN_IMAGE = frozenset({ResourceType.SERVICE, ResourceType.DATABASE, ResourceType.CACHE, ResourceType.QUEUE})
 
 
@@ -94,14 +93,17 @@ def validate(
     except ValidationError as exc:
         errors.extend(issues_from_validation(exc, Blueprint, data))
     nodes = nodes_from_blueprint(blueprint) if blueprint is not None else nodes_from_data(data)
-    errors.extend(reference_issues(nodes))
-    errors.extend(cycle_issues(nodes))
+    graph = check_graph(nodes)
+    errors.extend(graph.references)
+    errors.extend(graph.cycles)
     errors.extend(_provider_fit(nodes))
+    stats = None
     if blueprint is not None:
-        errors.extend(_subnet_overlaps(blueprint))
-        errors.extend(_missing_images(blueprint))
-        warnings.extend(_sanity_warnings(blueprint, nodes))
-    stats = _stats(blueprint) if blueprint is not None else None
+        overlaps, missing_images, sanity = _resource_rules(blueprint, nodes)
+        errors.extend(overlaps)
+        errors.extend(missing_images)
+        warnings.extend(sanity)
+        stats = _stats(nodes)
     return _report(errors, warnings, strict, stats)
 
 
@@ -138,44 +140,52 @@ def _report(
 def _provider_fit(nodes: Sequence[Node]) -> list[Issue]:
     issues = []
     for node in nodes:
-        try:
-            provider, rtype = Provider(node.provider or ""), ResourceType(node.type or "")
-        except ValueError:
-            continue  # the schema layer reports the unknown value
-        if rtype not in PROVIDER_TYPES[provider]:
-            hosts = sorted(p.value for p, types in PROVIDER_TYPES.items() if rtype in types)
+        # Unknown values are not in the table: the schema layer reports them.
+        hosts = _MISFITS.get((node.provider, node.type))
+        if hosts is not None:
             issues.append(
                 Issue(
                     code="blueprint.provider_mismatch",
                     path=f"/resources/{node.index}/type",
-                    message=f"provider '{provider.value}' cannot host a '{rtype.value}' resource "
-                    f"('{node.name}'); use one of: {', '.join(hosts)}",
+                    message=f"provider '{node.provider}' cannot host a '{node.type}' resource "
+                    f"('{node.name}'); use one of: {hosts}",
                 )
             )
     return issues
 
 
-def _missing_images(blueprint: Blueprint) -> list[Issue]:
-    # A container has nothing to run without an image; other types on container engines get a warning
-    # from the sanity layer instead, because an engine may pick a default image for a known kind.
-    return [
-        Issue(
-            code="blueprint.missing_image",
-            path=f"/resources/{i}/specs/image",
-            message=f"container '{r.name}' needs specs.image (an image with a tag, e.g. nginx:1.27)",
-        )
-        for i, r in enumerate(blueprint.resources)
-        if r.type is ResourceType.CONTAINER and not r.specs.image
-    ]
+def _resource_rules(blueprint: Blueprint, nodes: Sequence[Node]) -> tuple[list[Issue], list[Issue], list[Issue]]:
+    """Subnet overlaps and containers without an image (errors), and the sanity warnings, in that order.
+
+    One pass over the resources for all three: on a large blueprint every pass over the models costs
+    a trip to memory per resource. What a rule needs of another resource comes from its ``Node``.
+    """
+    subnets: list[tuple[int, int, int, int, str, Any]] = []
+    missing_images: list[Issue] = []
+    warnings: list[Issue] = []
+    by_name = {node.name: node for node in nodes}  # a repeated name means its last resource
+    for i, (res, node) in enumerate(zip(blueprint.resources, nodes, strict=True)):
+        specs = res.specs
+        image = specs.image
+        if specs.cidr is not None:
+            net = ipaddress.ip_network(specs.cidr)
+            subnets.append((net.version, int(net.network_address), int(net.broadcast_address), i, res.name, net))
+        if res.type is ResourceType.CONTAINER and not image:
+            # A container has nothing to run without an image; other types on container engines get
+            # a warning instead, because an engine may pick a default image for a known kind.
+            missing_images.append(
+                Issue(
+                    code="blueprint.missing_image",
+                    path=f"/resources/{i}/specs/image",
+                    message=f"container '{res.name}' needs specs.image (an image with a tag, e.g. nginx:1.27)",
+                )
+            )
+        _sanity_warnings(i, res, node, by_name, warnings)
+    return _subnet_overlaps(subnets), missing_images, warnings
 
 
-def _subnet_overlaps(blueprint: Blueprint) -> list[Issue]:
+def _subnet_overlaps(subnets: list[tuple[int, int, int, int, str, Any]]) -> list[Issue]:
     # Sorting by network address makes overlap a neighbour relation: O(n log n), not all pairs.
-    subnets = []
-    for i, r in enumerate(blueprint.resources):
-        if r.specs.cidr is not None:
-            net = ipaddress.ip_network(r.specs.cidr)
-            subnets.append((net.version, int(net.network_address), int(net.broadcast_address), i, r.name, net))
     subnets.sort()
     issues = []
     widest: tuple[int, int, int, str, Any] | None = None  # (version, end, index, name, network) reaching furthest
@@ -193,75 +203,72 @@ def _subnet_overlaps(blueprint: Blueprint) -> list[Issue]:
     return issues
 
 
-def _sanity_warnings(blueprint: Blueprint, nodes: Sequence[Node]) -> list[Issue]:
-    warnings = []
-    by_name = {r.name: r for r in blueprint.resources}
-    for i, res in enumerate(blueprint.resources):
-        specs = res.specs
-        if res.type is ResourceType.LOAD_BALANCER and not specs.backends:
-            warnings.append(
+def _sanity_warnings(i: int, res: Resource, node: Node, by_name: Mapping[str | None, Node], out: list[Issue]) -> None:
+    specs = res.specs
+    if res.type is ResourceType.LOAD_BALANCER and not specs.backends:
+        out.append(
+            Issue(
+                code="blueprint.lb_without_backends",
+                path=f"/resources/{i}/specs/backends",
+                message=f"load balancer '{res.name}' has no backends; list the resources it serves",
+            )
+        )
+    for j, backend in enumerate(node.backends):
+        if backend in by_name and backend not in node.dependencies:
+            out.append(
                 Issue(
-                    code="blueprint.lb_without_backends",
-                    path=f"/resources/{i}/specs/backends",
-                    message=f"load balancer '{res.name}' has no backends; list the resources it serves",
+                    code="blueprint.backend_not_dependency",
+                    path=f"/resources/{i}/specs/backends/{j}",
+                    message=f"'{res.name}' balances '{backend}' but does not depend on it, so it may be "
+                    "created before its backend; add it to dependencies",
                 )
             )
-        for j, backend in enumerate(specs.backends):
-            if backend in by_name and backend not in res.dependencies:
-                warnings.append(
-                    Issue(
-                        code="blueprint.backend_not_dependency",
-                        path=f"/resources/{i}/specs/backends/{j}",
-                        message=f"'{res.name}' balances '{backend}' but does not depend on it, so it may be "
-                        "created before its backend; add it to dependencies",
-                    )
-                )
-        for j, dep in enumerate(res.dependencies):
-            target = by_name.get(dep)
-            if target is None or target.provider == res.provider:
-                continue
-            if target.type is ResourceType.NETWORK and target.name in specs.networks:
-                continue  # joining a network is how resources on different providers meet
-            if not set(specs.networks) & set(target.specs.networks):
-                warnings.append(
-                    Issue(
-                        code="blueprint.cross_provider_dependency",
-                        path=f"/resources/{i}/dependencies/{j}",
-                        message=f"'{res.name}' ({res.provider.value}) depends on '{dep}' ({target.provider.value}) "
-                        "with no network in common; add both to a shared network resource",
-                    )
-                )
-        if res.provider in _IMAGE_PROVIDERS and res.type in _RUNS_AN_IMAGE and not specs.image:
-            warnings.append(
+    for j, dep in enumerate(node.dependencies):
+        target = by_name.get(dep)
+        if target is None or target.provider == node.provider:
+            continue
+        if target.type == ResourceType.NETWORK and target.name in node.networks:
+            continue  # joining a network is how resources on different providers meet
+        if not set(node.networks) & set(target.networks):
+            out.append(
                 Issue(
-                    code="blueprint.missing_image",
-                    path=f"/resources/{i}/specs/image",
-                    message=f"'{res.name}' runs on {res.provider.value} without specs.image; the engine "
-                    "will need an image to run it",
+                    code="blueprint.cross_provider_dependency",
+                    path=f"/resources/{i}/dependencies/{j}",
+                    message=f"'{res.name}' ({node.provider}) depends on '{dep}' ({target.provider}) "
+                    "with no network in common; add both to a shared network resource",
                 )
             )
-        if specs.image is not None:
-            warnings.extend(_image_warnings(i, res.name, specs.image))
-        auto = specs.autoscaling
-        if auto is not None and specs.replicas is not None and not auto.min <= specs.replicas <= auto.max:
-            warnings.append(
-                Issue(
-                    code="blueprint.replicas_outside_autoscaling",
-                    path=f"/resources/{i}/specs/replicas",
-                    message=f"'{res.name}' starts with {specs.replicas} replicas, outside autoscaling "
-                    f"{auto.min}..{auto.max}",
-                )
+    if not specs.image and res.provider in _IMAGE_PROVIDERS and res.type in _RUNS_AN_IMAGE:
+        out.append(
+            Issue(
+                code="blueprint.missing_image",
+                path=f"/resources/{i}/specs/image",
+                message=f"'{res.name}' runs on {node.provider} without specs.image; the engine "
+                "will need an image to run it",
             )
-        duplicates = [p for p, n in Counter(specs.ports).items() if n > 1]
-        if duplicates:
-            warnings.append(
-                Issue(
-                    code="blueprint.duplicate_port",
-                    path=f"/resources/{i}/specs/ports",
-                    message=f"'{res.name}' lists port {duplicates[0]} more than once",
-                )
+        )
+    if specs.image is not None:
+        out.extend(_image_warnings(i, res.name, specs.image))
+    auto = specs.autoscaling
+    if auto is not None and specs.replicas is not None and not auto.min <= specs.replicas <= auto.max:
+        out.append(
+            Issue(
+                code="blueprint.replicas_outside_autoscaling",
+                path=f"/resources/{i}/specs/replicas",
+                message=f"'{res.name}' starts with {specs.replicas} replicas, outside autoscaling "
+                f"{auto.min}..{auto.max}",
             )
-    return warnings
+        )
+    ports = specs.ports
+    if len(ports) > 1 and len(set(ports)) < len(ports):  # a Counter per resource would cost more than the rule
+        duplicates = [p for p, n in Counter(ports).items() if n > 1]
+        out.append(
+            Issue(
+                code="blueprint.duplicate_port",
+                path=f"/resources/{i}/specs/ports",
+                message=f"'{res.name}' lists port {duplicates[0]} more than once",
+            )
+        )
 
 
 def _image_warnings(index: int, name: str, image: str) -> list[Issue]:
@@ -281,10 +288,11 @@ def _image_warnings(index: int, name: str, image: str) -> list[Issue]:
     return []
 
 
-def _stats(blueprint: Blueprint) -> ValidationStats:
+def _stats(nodes: Sequence[Node]) -> ValidationStats:
     return ValidationStats(
-        resources=len(blueprint.resources),
-        dependencies=sum(len(r.dependencies) for r in blueprint.resources),
-        by_type=dict(sorted(Counter(r.type.value for r in blueprint.resources).items())),
-        by_provider=dict(sorted(Counter(r.provider.value for r in blueprint.resources).items())),
+        resources=len(nodes),
+        dependencies=sum(len(node.dependencies) for node in nodes),
+        # Nodes of a validated blueprint always have a type and a provider.
+        by_type=dict(sorted(Counter(node.type or "" for node in nodes).items())),
+        by_provider=dict(sorted(Counter(node.provider or "" for node in nodes).items())),
     )
