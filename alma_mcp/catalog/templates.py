@@ -168,6 +168,12 @@ class TemplateCatalog:
             BlueprintError: the new name is not a valid blueprint name.
         """
         base = self.get(template)
+        # Callers outside MCP (REST, IPR customization) hand over untyped JSON: check shapes before use.
+        for field, value in (("name", name), ("description", description)):
+            if value is not None and not isinstance(value, str):
+                raise _invalid(field, value, "text")
+        if parameters is not None and not isinstance(parameters, Mapping):
+            raise _invalid("parameters", parameters, f"an object with any of {', '.join(PARAMETERS)}")
         data = copy.deepcopy(base.to_data())
         changes: list[str] = []
         params = dict(parameters or {})
@@ -236,8 +242,13 @@ def _invalid(parameter: str, value: object, allowed: str) -> TemplateInvalidPara
     )
 
 
-def _check_scale(factor: float) -> float:
-    if isinstance(factor, bool) or not math.isfinite(factor) or not 0 < factor <= MAX_SCALE_FACTOR:
+def _check_scale(factor: object) -> float:
+    if (
+        isinstance(factor, bool)
+        or not isinstance(factor, int | float)
+        or not math.isfinite(factor)
+        or not 0 < factor <= MAX_SCALE_FACTOR
+    ):
         raise _invalid("scale_factor", factor, f"a number in (0, {MAX_SCALE_FACTOR:g}]")
     return float(factor)
 

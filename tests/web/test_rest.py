@@ -205,6 +205,20 @@ async def test_a_template_is_read_and_customized(http: httpx2.AsyncClient) -> No
     assert error_of(extra, 422, "request.unprocessable")["message"] == "body.nmae: Extra inputs are not permitted"
 
 
+async def test_an_ipr_customization_of_the_wrong_shape_is_refused_by_name(http: httpx2.AsyncClient) -> None:
+    # The customization object is free-form JSON: each field's type is checked before the template is touched.
+    for customization, message in (
+        ({"scale_factor": {"a": 1}}, "scale_factor={'a': 1} is out of range; allowed: a number in (0, 100]"),
+        ({"scale_factor": "2"}, "scale_factor='2' is out of range; allowed: a number in (0, 100]"),
+        ({"name": ["x"]}, "name=['x'] is out of range; allowed: text"),
+        ({"parameters": [1, 2]}, "parameters=[1, 2] is out of range; allowed: an object with any of "),
+    ):
+        body = {"title": "t", "template": "redis-cluster", "customization": customization}
+        refused = await http.post(f"{API}/iprs", json=body)
+        assert error_of(refused, 422, "template.invalid_parameter")["message"].startswith(message)
+    assert (await http.get(f"{API}/iprs")).json()["iprs"] == []
+
+
 # -- IPRs --------------------------------------------------------------------------------------------
 
 
