@@ -29,9 +29,11 @@ from alma_mcp.analysis.plan import plan_deployment
 from alma_mcp.analysis.pricing import PriceCatalog
 from alma_mcp.analysis.validate import validate
 from alma_mcp.blueprint.loader import Limits, load_blueprint
+from alma_mcp.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMITS = Limits(max_bytes=64 * 1024 * 1024, max_resources=100_000, max_nodes=10_000_000)
+BUDGET = Settings.model_fields["output_max_items"].default
 POLICIES = PolicyCatalog.from_directory(ROOT / "resources" / "policies")
 PRICES = PriceCatalog.from_path(ROOT / "resources" / "pricing")
 KINDS = [
@@ -103,7 +105,8 @@ def measure(
         # Baseline: one pass touching each loaded resource model once, the least any analysis must do.
         "touch": best(lambda: sum(1 for r in loaded.resources if r.specs.cpu and r.name), repeat),
         "validate": best(lambda: validate(data, limits=LIMITS), repeat),
-        "plan": best(lambda: plan_deployment(load_blueprint(data, LIMITS), None, durations), repeat),
+        # As generate_deployment_plan runs it: within the default output budget.
+        "plan": best(lambda: plan_deployment(load_blueprint(data, LIMITS), None, durations, 10, BUDGET), repeat),
         "compare": best(
             lambda: compare_blueprints(load_blueprint(data, LIMITS), load_blueprint(other, LIMITS)), repeat
         ),

@@ -8,6 +8,7 @@ only in the current state are deleted last, dependents first. Destroy and rollba
 """
 
 import heapq
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -126,8 +127,10 @@ def plan_deployment(
     current: Blueprint | None,
     durations: DurationTable,
     parallelism: int = 10,
+    max_items: int | None = None,
 ) -> DeploymentPlan:
-    """The full plan (callers trim it to their output budget with ``trim``).
+    """The plan; with ``max_items``, exactly ``trim(full plan, max_items)``, without building what the
+    trim would drop (at 10,000 resources most of the steps, rollback entries and summary lines).
 
     Raises:
         BlueprintCycle, BlueprintError: from ``ensure_plannable``.
@@ -165,11 +168,13 @@ def plan_deployment(
     for action in actions:
         counts[action] += 1
     needs, targets = graph.needs, len(nodes)
-    return DeploymentPlan(
-        summary=_summary(order, columns, counts),
+    # trim() cuts only when the steps outgrow the budget (waves never outnumber steps).
+    cut = max_items if max_items is not None and len(order) > max_items else None
+    plan = DeploymentPlan(
+        summary=_summary(order, columns, counts, cut),
         counts=counts,
         parallelism=parallelism,
-        waves=waves,
+        waves=waves[:cut],
         steps=[
             PlanStep(
                 resource=names[p],
@@ -181,18 +186,22 @@ def plan_deployment(
                 estimated_seconds=step_seconds[p],
                 reason=columns.reasons[p],
             )
-            for p in order
+            for p in order[:cut]
         ],
-        critical_path=path,
+        critical_path=path[:cut],
         critical_path_seconds=round(path_seconds, 1),
         estimated_total_seconds=round(sum(w.estimated_seconds for w in waves), 1),
-        destroy_order=[w.resources for w in reversed(waves) if w.number <= deepest],
+        destroy_order=[w.resources for w in reversed(waves) if w.number <= deepest][:cut],
         rollback_order=[
             RollbackStep(resource=names[p], action=INVERSE[actions[p]])
-            for p in reversed(order)
-            if actions[p] != "no-op"
+            for p in itertools.islice((p for p in reversed(order) if actions[p] != "no-op"), cut)
         ],
     )
+    if cut is not None:
+        # Set as trim() sets them, so a dump of only the fields set is the same either way.
+        plan.steps_omitted = len(order) - cut
+        plan.waves_omitted = len(waves) - len(plan.waves)
+    return plan
 
 
 @dataclass(slots=True)
@@ -299,19 +308,23 @@ def _critical_path(order: Sequence[int], graph: DependencyGraph, seconds: Sequen
     return [graph.names[i] for i in reversed(path)], end_dist
 
 
-def _summary(order: Sequence[int], columns: _Columns, counts: dict[str, int]) -> str:
+def _summary(order: Sequence[int], columns: _Columns, counts: dict[str, int], cut: int | None = None) -> str:
+    """The Terraform-style summary; with ``cut``, its first ``cut`` change lines and a count of the rest."""
     creates = counts["create"] + counts["replace"]
     destroys = counts["delete"] + counts["replace"]
-    if creates + counts["update"] + destroys == 0:
+    changes = creates + counts["update"] + counts["delete"]  # one line per resource that changes
+    if changes == 0:
         return "No changes. The infrastructure matches the blueprint."
     lines = [f"Plan: {creates} to create, {counts['update']} to update, {destroys} to destroy."]
-    for p in order:
-        action = columns.actions[p]
-        if action == "no-op":
-            continue
+    changed = (p for p in order if columns.actions[p] != "no-op")
+    for p in itertools.islice(changed, cut):
         reason = columns.reasons[p]
         note = f" ({reason})" if reason else ""
-        lines.append(f"  {SYMBOLS[action]} {columns.names[p]} ({columns.types[p]}, {columns.providers[p]}){note}")
+        lines.append(
+            f"  {SYMBOLS[columns.actions[p]]} {columns.names[p]} ({columns.types[p]}, {columns.providers[p]}){note}"
+        )
+    if cut is not None and changes > cut:
+        lines.append(f"  ... and {changes - cut} more")
     return "\n".join(lines)
 
 

@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from alma_mcp.analysis.compare import Comparison, FieldChange, Impact, ResourceChange, compare_blueprints
 from alma_mcp.analysis.create import BlueprintRequest, CreatedBlueprint, create_blueprint
-from alma_mcp.analysis.plan import DeploymentPlan, plan_deployment, trim
+from alma_mcp.analysis.plan import DeploymentPlan, plan_deployment
 from alma_mcp.analysis.validate import ValidationReport, validate
 from alma_mcp.blueprint.loader import load_blueprint
 from alma_mcp.blueprint.model import Blueprint
@@ -104,8 +104,9 @@ def register(server: MCPServer[Any], services: Services) -> None:
         ("Plan: N to create, M to update, K to destroy" with + ~ -/+ - lines). Nothing is changed."""
         target = load(blueprint)
         now = load(current) if current is not None else None
-        plan = plan_deployment(target, now, services.durations, parallelism or settings.plan_parallelism)
-        return trim(plan, settings.output_max_items)
+        return plan_deployment(
+            target, now, services.durations, parallelism or settings.plan_parallelism, settings.output_max_items
+        )
 
     @server.tool(name="compare_blueprints", title="Compare two blueprints", annotations=READ_ONLY)
     @coded_errors

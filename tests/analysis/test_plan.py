@@ -223,3 +223,14 @@ def test_duration_table_seconds_for_replace_and_no_op() -> None:
 
     assert table.seconds("replace", ResourceType.COMPUTE, Provider.SIMULATION) == 150.0
     assert table.seconds("no-op", ResourceType.COMPUTE, Provider.PROXMOX) == 0.0
+
+
+@settings(derandomize=True, max_examples=200, deadline=None)
+@given(dags(), st.none() | dags(), st.integers(min_value=1, max_value=45))
+def test_a_plan_built_within_a_budget_is_the_full_plan_trimmed(
+    target: Blueprint, current: Blueprint | None, budget: int
+) -> None:
+    trimmed = trim(plan_deployment(target, current, DURATIONS), budget)
+    direct = plan_deployment(target, current, DURATIONS, max_items=budget)
+    assert direct.model_dump() == trimmed.model_dump()
+    assert direct.model_fields_set == trimmed.model_fields_set
