@@ -7,6 +7,7 @@ import pytest
 
 from alma_mcp.blueprint.loader import Limits, load_blueprint, parse_document, pointer
 from alma_mcp.errors import (
+    AlmaError,
     BlueprintAliasBomb,
     BlueprintError,
     BlueprintParseError,
@@ -223,3 +224,52 @@ def test_an_alias_and_its_canonical_key_together_are_refused() -> None:
 def test_json_pointer_escapes_tilde_and_slash() -> None:
     assert pointer(["metadata", "a/b", "c~d", 0]) == "/metadata/a~1b/c~0d/0"
     assert pointer([]) == ""
+
+
+def _chunk_cases() -> list[Any]:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent
+    cases: list[Any] = []
+    for folder in ("fixtures/valid", "fixtures/invalid", "../resources/templates"):
+        for path in sorted((root / folder).glob("*.yaml")):
+            try:
+                cases.append(parse_document(path.read_text(encoding="utf-8")))
+            except AlmaError:
+                continue
+    # More resources than one chunk, and a schema error in the second chunk only.
+    many: list[dict[str, Any]] = [
+        {"name": f"r{i}", "type": "compute", "provider": "simulation", "dependencies": [f"r{i - 1}"] if i else []}
+        for i in range(150)
+    ]
+    cases.append({"name": "many", "resources": many})
+    broken = [dict(r) for r in many]
+    broken[100] = {**broken[100], "specs": {"cpu": -1}}
+    cases.append({"name": "many", "resources": broken})
+    cases.append({"name": "no-resources"})
+    return cases
+
+
+@pytest.mark.parametrize("data", _chunk_cases())
+def test_chunked_validation_builds_what_bulk_validation_builds(data: Any) -> None:
+    from pydantic import ValidationError
+
+    from alma_mcp.blueprint.graph import nodes_from_blueprint
+    from alma_mcp.blueprint.loader import validated_with_nodes
+    from alma_mcp.blueprint.model import Blueprint
+
+    found = validated_with_nodes(data) if isinstance(data, dict) else None
+    try:
+        bulk = Blueprint.model_validate(data)
+    except ValidationError:
+        assert found is None
+        return
+    if not isinstance(data.get("resources"), list):
+        assert found is None  # no resources to chunk: the caller validates in bulk
+        return
+    assert found is not None
+    blueprint, nodes = found
+    assert blueprint.model_dump() == bulk.model_dump()
+    assert blueprint.to_data() == bulk.to_data()
+    assert [r.model_fields_set for r in blueprint.resources] == [r.model_fields_set for r in bulk.resources]
+    assert nodes == nodes_from_blueprint(bulk)

@@ -78,9 +78,10 @@ def ensure_plannable(blueprint: Blueprint) -> list[Node]:
     return _plannable(blueprint)[0]
 
 
-def _plannable(blueprint: Blueprint) -> tuple[list[Node], DependencyGraph, list[int]]:
+def _plannable(blueprint: Blueprint, nodes: list[Node] | None = None) -> tuple[list[Node], DependencyGraph, list[int]]:
     # Cycles first: a cycle makes the plan impossible whatever else is wrong.
-    nodes = nodes_from_blueprint(blueprint)
+    if nodes is None:
+        nodes = nodes_from_blueprint(blueprint)
     check = check_graph(nodes)
     if check.levels is None:
         cycles = check.cycles
@@ -128,14 +129,18 @@ def plan_deployment(
     durations: DurationTable,
     parallelism: int = 10,
     max_items: int | None = None,
+    *,
+    nodes: list[Node] | None = None,
 ) -> DeploymentPlan:
     """The plan; with ``max_items``, exactly ``trim(full plan, max_items)``, without building what the
     trim would drop (at 10,000 resources most of the steps, rollback entries and summary lines).
 
+    ``nodes``, when the caller has them (``load_with_nodes``), are the target's graph nodes.
+
     Raises:
         BlueprintCycle, BlueprintError: from ``ensure_plannable``.
     """
-    nodes, graph, levels = _plannable(target)
+    nodes, graph, levels = _plannable(target, nodes)
     if current is not None:
         ensure_plannable(current)
     columns = _Columns.of_target(nodes, graph, levels)

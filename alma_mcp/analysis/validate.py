@@ -15,7 +15,13 @@ from typing import Any, Final
 from pydantic import BaseModel, ValidationError
 
 from alma_mcp.blueprint.graph import Node, check_graph, nodes_from_blueprint, nodes_from_data
-from alma_mcp.blueprint.loader import DEFAULT_LIMITS, Limits, issues_from_validation, parse_document
+from alma_mcp.blueprint.loader import (
+    DEFAULT_LIMITS,
+    Limits,
+    issues_from_validation,
+    parse_document,
+    validated_with_nodes,
+)
 from alma_mcp.blueprint.model import Blueprint, Provider, Resource, ResourceType
 from alma_mcp.errors import BlueprintError, BlueprintTooManyResources, Issue
 from alma_mcp.gcpause import without_gc
@@ -88,11 +94,15 @@ def validate(
     errors: list[Issue] = []
     warnings: list[Issue] = []
     blueprint: Blueprint | None = None
-    try:
-        blueprint = Blueprint.model_validate(data)
-    except ValidationError as exc:
-        errors.extend(issues_from_validation(exc, Blueprint, data))
-    nodes = nodes_from_blueprint(blueprint) if blueprint is not None else nodes_from_data(data)
+    found = validated_with_nodes(data)
+    if found is not None:
+        blueprint, nodes = found
+    else:
+        try:
+            blueprint = Blueprint.model_validate(data)
+        except ValidationError as exc:
+            errors.extend(issues_from_validation(exc, Blueprint, data))
+        nodes = nodes_from_blueprint(blueprint) if blueprint is not None else nodes_from_data(data)
     graph = check_graph(nodes)
     errors.extend(graph.references)
     errors.extend(graph.cycles)

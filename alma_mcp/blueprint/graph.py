@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from alma_mcp.blueprint.model import Blueprint
+from alma_mcp.blueprint.model import Blueprint, Resource
 from alma_mcp.errors import BlueprintError, Issue
 
 MAX_DEPENDENCIES = 1000
@@ -38,22 +38,21 @@ class Node(NamedTuple):
     networks: tuple[str | None, ...] = ()
 
 
+def node_of(index: int, r: Resource) -> Node:
+    specs = r.specs
+    return Node(
+        index,
+        r.name,
+        r.type.value,
+        r.provider.value,
+        tuple(r.dependencies),
+        tuple(specs.backends),
+        tuple(specs.networks),
+    )
+
+
 def nodes_from_blueprint(blueprint: Blueprint) -> list[Node]:
-    nodes = []
-    for i, r in enumerate(blueprint.resources):
-        specs = r.specs
-        nodes.append(
-            Node(
-                i,
-                r.name,
-                r.type.value,
-                r.provider.value,
-                tuple(r.dependencies),
-                tuple(specs.backends),
-                tuple(specs.networks),
-            )
-        )
-    return nodes
+    return [node_of(i, r) for i, r in enumerate(blueprint.resources)]
 
 
 def _strings(value: Any) -> tuple[str | None, ...]:

@@ -9,7 +9,7 @@ from alma_mcp.analysis.compare import Comparison, FieldChange, Impact, ResourceC
 from alma_mcp.analysis.create import BlueprintRequest, CreatedBlueprint, create_blueprint
 from alma_mcp.analysis.plan import DeploymentPlan, plan_deployment
 from alma_mcp.analysis.validate import ValidationReport, validate
-from alma_mcp.blueprint.loader import load_blueprint
+from alma_mcp.blueprint.loader import load_blueprint, load_with_nodes
 from alma_mcp.blueprint.model import Blueprint
 from alma_mcp.errors import InvalidRequest
 from alma_mcp.server.toolkit import READ_ONLY, coded_errors
@@ -102,10 +102,15 @@ def register(server: MCPServer[Any], services: Services) -> None:
         the reason for replacements, estimated seconds per step and per wave (parallel up to the
         bound), the critical path, destroy and rollback order, and a Terraform-style summary
         ("Plan: N to create, M to update, K to destroy" with + ~ -/+ - lines). Nothing is changed."""
-        target = load(blueprint)
+        target, nodes = load_with_nodes(blueprint, limits)
         now = load(current) if current is not None else None
         return plan_deployment(
-            target, now, services.durations, parallelism or settings.plan_parallelism, settings.output_max_items
+            target,
+            now,
+            services.durations,
+            parallelism or settings.plan_parallelism,
+            settings.output_max_items,
+            nodes=nodes,
         )
 
     @server.tool(name="compare_blueprints", title="Compare two blueprints", annotations=READ_ONLY)

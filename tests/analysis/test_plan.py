@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from alma_mcp.analysis.durations import DurationTable, load_durations
 from alma_mcp.analysis.plan import makespan, plan_deployment, trim
-from alma_mcp.blueprint.loader import load_blueprint
+from alma_mcp.blueprint.loader import load_blueprint, load_with_nodes
 from alma_mcp.blueprint.model import Blueprint
 from alma_mcp.errors import BlueprintCycle, BlueprintError
 
@@ -234,3 +234,6 @@ def test_a_plan_built_within_a_budget_is_the_full_plan_trimmed(
     direct = plan_deployment(target, current, DURATIONS, max_items=budget)
     assert direct.model_dump() == trimmed.model_dump()
     assert direct.model_fields_set == trimmed.model_fields_set
+    # As the tool runs it: the nodes read while loading stand for the ones the plan would read.
+    loaded, nodes = load_with_nodes(target.to_data())
+    assert plan_deployment(loaded, current, DURATIONS, max_items=budget, nodes=nodes) == direct
