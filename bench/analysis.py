@@ -21,14 +21,14 @@ from typing import Any
 import yaml
 
 from alma_mcp.analysis.audit import PolicyCatalog, audit
-from alma_mcp.analysis.compare import compare_blueprints
+from alma_mcp.analysis.compare import compare_sources
 from alma_mcp.analysis.cost import estimate_resources
 from alma_mcp.analysis.durations import DurationTable, load_durations
 from alma_mcp.analysis.forecast import forecast_metrics
-from alma_mcp.analysis.plan import DeploymentPlan, plan_deployment
+from alma_mcp.analysis.plan import plan_sources
 from alma_mcp.analysis.pricing import PriceCatalog
 from alma_mcp.analysis.validate import validate
-from alma_mcp.blueprint.loader import Limits, load_blueprint, load_with_nodes
+from alma_mcp.blueprint.loader import Limits, load_blueprint
 from alma_mcp.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,12 +85,6 @@ def mutate(data: dict[str, Any], seed: int) -> dict[str, Any]:
     return out
 
 
-def plan_as_the_tool_runs_it(data: dict[str, Any], durations: DurationTable) -> DeploymentPlan:
-    """generate_deployment_plan's work: load with the graph nodes, plan within the default output budget."""
-    target, nodes = load_with_nodes(data, LIMITS)
-    return plan_deployment(target, None, durations, 10, BUDGET, nodes=nodes)
-
-
 def best(fn: Callable[[], object], repeat: int) -> float:
     times = []
     for _ in range(repeat):
@@ -111,10 +105,9 @@ def measure(
         # Baseline: one pass touching each loaded resource model once, the least any analysis must do.
         "touch": best(lambda: sum(1 for r in loaded.resources if r.specs.cpu and r.name), repeat),
         "validate": best(lambda: validate(data, limits=LIMITS), repeat),
-        "plan": best(lambda: plan_as_the_tool_runs_it(data, durations), repeat),
-        "compare": best(
-            lambda: compare_blueprints(load_blueprint(data, LIMITS), load_blueprint(other, LIMITS)), repeat
-        ),
+        # plan and compare as their tools run them: from the documents, plan within the default output budget.
+        "plan": best(lambda: plan_sources(data, None, durations, 10, BUDGET, LIMITS), repeat),
+        "compare": best(lambda: compare_sources(data, other, LIMITS), repeat),
         "yaml": best(lambda: validate(text, limits=LIMITS), repeat),
     }
 

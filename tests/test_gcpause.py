@@ -73,3 +73,42 @@ def test_building_the_server_does_not_import_rich_or_leave_it_blocked(services: 
         import rich.console  # noqa: F401 - importable as usual afterwards
     finally:
         sys.modules.update(saved)
+
+
+def test_plan_and_compare_from_documents_hold_one_pause_from_load_to_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Loading pauses collection, and so does the analysis; with a gap between the two, the first
+    # allocation in it would start a collection walking every model just built (a large share of a
+    # 10,000-resource call). The tools' entry points hold one pause across both.
+    from pathlib import Path
+    from typing import Any
+
+    from alma_mcp.analysis import compare, plan
+    from alma_mcp.analysis.durations import load_durations
+
+    durations = load_durations(Path(__file__).resolve().parent.parent / "resources" / "plan" / "durations.yaml")
+    data = {"name": "small", "resources": [{"name": "a", "type": "compute", "provider": "simulation"}]}
+    collecting: list[tuple[str, bool]] = []
+
+    def watched(module: Any, name: str) -> None:
+        real = getattr(module, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            collecting.append((name, gc.isenabled()))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, call)
+
+    for module, name in ((plan, "load_with_nodes"), (plan, "plan_deployment")):
+        watched(module, name)
+    for module, name in ((compare, "load_blueprint"), (compare, "compare_blueprints")):
+        watched(module, name)
+    plan.plan_sources(data, None, durations)
+    compare.compare_sources(data, data)
+    assert collecting == [
+        ("load_with_nodes", False),
+        ("plan_deployment", False),
+        ("load_blueprint", False),
+        ("load_blueprint", False),
+        ("compare_blueprints", False),
+    ]
+    assert gc.isenabled()

@@ -21,7 +21,7 @@ from typing import Any, Final, Literal, NamedTuple, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from alma_mcp.blueprint.loader import pointer
+from alma_mcp.blueprint.loader import DEFAULT_LIMITS, Limits, load_blueprint, pointer
 from alma_mcp.blueprint.model import Blueprint, Resource, Specs
 from alma_mcp.blueprint.quantities import format_mib
 from alma_mcp.gcpause import without_gc
@@ -125,6 +125,21 @@ def diff_resources(a: Blueprint, b: Blueprint, rename_threshold: float = 0.8) ->
     A ``rename_threshold`` above 1 turns rename detection off.
     """
     return _diff_resources(_entries(a)[0], _entries(b)[0], rename_threshold, [], _same)
+
+
+@without_gc
+def compare_sources(
+    a: str | Mapping[str, Any], b: str | Mapping[str, Any], limits: Limits = DEFAULT_LIMITS
+) -> Comparison:
+    """compare_blueprints' work: load both blueprints (YAML/JSON text or data) and compare them.
+
+    One bulk section: a collection between the loads and the comparison would walk every model of
+    both blueprints just after they were built.
+
+    Raises:
+        The errors of ``load_blueprint``.
+    """
+    return compare_blueprints(load_blueprint(a, limits), load_blueprint(b, limits))
 
 
 @without_gc

@@ -9,15 +9,16 @@ only in the current state are deleted last, dependents first. Destroy and rollba
 
 import heapq
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel
 
 from alma_mcp.analysis.compare import ResourceChange, diff_resources
 from alma_mcp.analysis.durations import DurationTable
 from alma_mcp.blueprint.graph import DependencyGraph, Node, check_graph, nodes_from_blueprint
+from alma_mcp.blueprint.loader import DEFAULT_LIMITS, Limits, load_blueprint, load_with_nodes
 from alma_mcp.blueprint.model import Blueprint, Provider, Resource, ResourceType
 from alma_mcp.errors import BlueprintCycle, BlueprintError
 from alma_mcp.gcpause import without_gc
@@ -76,6 +77,28 @@ def ensure_plannable(blueprint: Blueprint) -> list[Node]:
         BlueprintError: unknown or duplicate references.
     """
     return _plannable(blueprint)[0]
+
+
+@without_gc
+def plan_sources(
+    target: str | Mapping[str, Any],
+    current: str | Mapping[str, Any] | None,
+    durations: DurationTable,
+    parallelism: int = 10,
+    max_items: int | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> DeploymentPlan:
+    """generate_deployment_plan's work: load the blueprints (YAML/JSON text or data) and plan.
+
+    One bulk section from the first load to the plan: a collection between loading and planning
+    would walk every model of a large blueprint just after it was built.
+
+    Raises:
+        The errors of ``load_blueprint`` and ``plan_deployment``.
+    """
+    blueprint, nodes = load_with_nodes(target, limits)
+    now = load_blueprint(current, limits) if current is not None else None
+    return plan_deployment(blueprint, now, durations, parallelism, max_items, nodes=nodes)
 
 
 def _plannable(blueprint: Blueprint, nodes: list[Node] | None = None) -> tuple[list[Node], DependencyGraph, list[int]]:

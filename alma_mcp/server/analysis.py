@@ -5,11 +5,11 @@ from typing import Annotated, Any
 from mcp.server import MCPServer
 from pydantic import BaseModel, Field, ValidationError
 
-from alma_mcp.analysis.compare import Comparison, FieldChange, Impact, ResourceChange, compare_blueprints
+from alma_mcp.analysis.compare import Comparison, FieldChange, Impact, ResourceChange, compare_sources
 from alma_mcp.analysis.create import BlueprintRequest, CreatedBlueprint, create_blueprint
-from alma_mcp.analysis.plan import DeploymentPlan, plan_deployment
+from alma_mcp.analysis.plan import DeploymentPlan, plan_sources
 from alma_mcp.analysis.validate import ValidationReport, validate
-from alma_mcp.blueprint.loader import load_blueprint, load_with_nodes
+from alma_mcp.blueprint.loader import load_blueprint
 from alma_mcp.blueprint.model import Blueprint
 from alma_mcp.errors import InvalidRequest
 from alma_mcp.server.toolkit import READ_ONLY, coded_errors
@@ -102,15 +102,13 @@ def register(server: MCPServer[Any], services: Services) -> None:
         the reason for replacements, estimated seconds per step and per wave (parallel up to the
         bound), the critical path, destroy and rollback order, and a Terraform-style summary
         ("Plan: N to create, M to update, K to destroy" with + ~ -/+ - lines). Nothing is changed."""
-        target, nodes = load_with_nodes(blueprint, limits)
-        now = load(current) if current is not None else None
-        return plan_deployment(
-            target,
-            now,
+        return plan_sources(
+            blueprint,
+            current,
             services.durations,
             parallelism or settings.plan_parallelism,
             settings.output_max_items,
-            nodes=nodes,
+            limits,
         )
 
     @server.tool(name="compare_blueprints", title="Compare two blueprints", annotations=READ_ONLY)
@@ -124,7 +122,7 @@ def register(server: MCPServer[Any], services: Services) -> None:
         update or replace (replace when provider, type, image or template changes, or a volume
         shrinks) with per-field changes (add, remove, modify, replace), the capacity impact (resource
         count, cpu, memory, storage), a similarity score, and an RFC 6902 JSON Patch from a to b."""
-        comparison = compare_blueprints(load(a), load(b))
+        comparison = compare_sources(a, b, limits)
         return comparison_view(comparison, settings.output_max_items)
 
     @server.tool(name="create_blueprint", title="Create a blueprint from requirements", annotations=READ_ONLY)

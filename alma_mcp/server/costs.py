@@ -11,6 +11,7 @@ from alma_mcp.analysis.cost import CostEstimate, estimate_resources
 from alma_mcp.analysis.forecast import Forecast, forecast_metrics
 from alma_mcp.analysis.optimize import CostOptimization, optimize_costs
 from alma_mcp.blueprint.loader import load_blueprint
+from alma_mcp.gcpause import without_gc
 from alma_mcp.server.analysis import BlueprintArg
 from alma_mcp.server.toolkit import READ_ONLY, coded_errors
 from alma_mcp.services import Services
@@ -24,6 +25,7 @@ def register(server: MCPServer[Any], services: Services) -> None:
 
     @server.tool(name="estimate_resources", title="Estimate resources and cost", annotations=READ_ONLY)
     @coded_errors
+    @without_gc  # loading and analysing one blueprint is one bulk section (see gcpause)
     def estimate_resources_tool(
         blueprint: BlueprintArg,
         profile: Profile = None,
@@ -43,6 +45,7 @@ def register(server: MCPServer[Any], services: Services) -> None:
 
     @server.tool(name="optimize_costs", title="Find cost savings", annotations=READ_ONLY)
     @coded_errors
+    @without_gc  # loading and analysing one blueprint is one bulk section (see gcpause)
     def optimize_costs_tool(
         blueprint: BlueprintArg,
         usage: Annotated[

@@ -9,6 +9,7 @@ from pydantic import Field
 from alma_mcp.analysis.audit import AuditReport, audit
 from alma_mcp.analysis.compliance import ComplianceReport, check_compliance
 from alma_mcp.blueprint.loader import load_blueprint
+from alma_mcp.gcpause import without_gc
 from alma_mcp.server.analysis import BlueprintArg
 from alma_mcp.server.toolkit import READ_ONLY, coded_errors
 from alma_mcp.services import Services
@@ -21,6 +22,7 @@ def register(server: MCPServer[Any], services: Services) -> None:
 
     @server.tool(name="security_audit", title="Audit a blueprint's security", annotations=READ_ONLY)
     @coded_errors
+    @without_gc  # loading and analysing one blueprint is one bulk section (see gcpause)
     def security_audit_tool(
         blueprint: BlueprintArg,
         severity_threshold: Annotated[
@@ -51,6 +53,7 @@ def register(server: MCPServer[Any], services: Services) -> None:
 
     @server.tool(name="check_compliance", title="Check a blueprint against a framework", annotations=READ_ONLY)
     @coded_errors
+    @without_gc  # loading and analysing one blueprint is one bulk section (see gcpause)
     def check_compliance_tool(
         blueprint: BlueprintArg,
         framework: Annotated[str, Field(description="cis, nist-800-53, pci-dss-4.0, hipaa, soc2 or iso27001-2022")],
