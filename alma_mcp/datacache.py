@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -78,6 +79,31 @@ class ParseCache:
         """
         return self._read(path, f"document:{limits!r}", lambda text: parse_document(text, limits))
 
+    def proven(self, path: Path, fact: str) -> bool:
+        """Whether ``fact`` was recorded for these very bytes of ``path`` (by ``prove``, on an earlier start).
+
+        A fact is something a loader checked that depends only on the bytes and on ``fact`` itself
+        (which names what was checked and how, e.g. the regular-expression flags) and this Python: the
+        loader may then skip checking it again and do the work on first use instead.
+        """
+        if self.directory is None:
+            return False
+        try:
+            return (self.directory / f"{_fact_key(path.read_bytes(), fact)}.proven").is_file()
+        except OSError:
+            return False
+
+    def prove(self, path: Path, fact: str) -> None:
+        """Record ``fact`` for the bytes ``path`` holds now; call it only once the check has passed."""
+        if self.directory is None:
+            return
+        try:
+            marker = self.directory / f"{_fact_key(path.read_bytes(), fact)}.proven"
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            marker.touch()
+        except OSError as exc:
+            logger.debug("parse cache: cannot record %s for %s: %s", fact, path.name, exc)
+
     def _read(self, path: Path, parser: str, parse: Callable[[str], Any]) -> Any:
         raw = path.read_bytes()
         if self.directory is None:
@@ -117,6 +143,13 @@ def _key(raw: bytes, parser: str) -> str:
     digest = hashlib.sha256()
     header = f"{FORMAT}\0{parser}\0{yaml.__version__}\0"
     digest.update(header.encode())
+    digest.update(raw)
+    return digest.hexdigest()
+
+
+def _fact_key(raw: bytes, fact: str) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"{FORMAT}\0fact\0{fact}\0{sys.version_info[0]}.{sys.version_info[1]}\0".encode())
     digest.update(raw)
     return digest.hexdigest()
 

@@ -7,6 +7,7 @@ make the cause more likely, and which blueprint resources the entry is about. ``
 validates and compiles it once; a bad file stops start-up with the file named.
 """
 
+import functools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Final
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from alma_mcp import __version__
 from alma_mcp.analysis.troubleshoot_checks import CHECKS
 from alma_mcp.blueprint.model import Provider, ResourceType
 from alma_mcp.datacache import NO_CACHE, ParseCache
@@ -60,11 +62,20 @@ class _File(_Data):
     entries: list[Entry] = Field(min_length=1)
 
 
+PATTERN_FLAGS: Final = re.IGNORECASE | re.MULTILINE
+# What an earlier start proved of a file's bytes: every pattern compiles with these flags.
+PATTERNS_COMPILE: Final = f"alma-mcp {__version__}: troubleshooting patterns compile with flags {int(PATTERN_FLAGS)}"
+
+
 @dataclass(frozen=True)
 class CompiledPattern:
-    regex: re.Pattern[str]
-    weight: float
     text: str
+    weight: float
+
+    @functools.cached_property
+    def regex(self) -> re.Pattern[str]:
+        """Compiled on first use: at start-up only when no earlier start proved it compiles."""
+        return re.compile(self.text, PATTERN_FLAGS)
 
 
 @dataclass(frozen=True)
@@ -113,7 +124,11 @@ def load_knowledge_base(path: Path, *, minimum: int = MIN_ENTRIES, cache: ParseC
         raise ConfigError(f"no knowledge-base files (*.yaml) in {path}", data={"folder": str(path)})
     compiled: list[KBEntry] = []
     owner: dict[str, str] = {}
+    unproven: list[Path] = []
     for file in files:
+        # Compiling 250 patterns is most of loading the knowledge base; bytes an earlier start has
+        # compiled (recorded in the parse cache) compile again on first use instead.
+        proven = cache.proven(file, PATTERNS_COMPILE)
         try:
             content = _File.model_validate(cache.data_file(file))
         except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError) as exc:
@@ -129,13 +144,18 @@ def load_knowledge_base(path: Path, *, minimum: int = MIN_ENTRIES, cache: ParseC
                     f"{where} names unknown checks {', '.join(unknown)}; known: {', '.join(sorted(CHECKS))}",
                     data={"file": str(file)},
                 )
-            patterns = []
-            for spec in entry.patterns:
-                try:
-                    patterns.append(CompiledPattern(re.compile(spec.re, re.IGNORECASE | re.MULTILINE), spec.w, spec.re))
-                except re.error as exc:
-                    raise ConfigError(f"{where}: pattern {spec.re!r} does not compile: {exc}") from exc
-            compiled.append(KBEntry(entry=entry, family=content.family, order=len(compiled), patterns=tuple(patterns)))
+            patterns = tuple(CompiledPattern(spec.re, spec.w) for spec in entry.patterns)
+            if not proven:
+                for pattern in patterns:
+                    try:
+                        pattern.regex  # noqa: B018 - compiling is the check
+                    except re.error as exc:
+                        raise ConfigError(f"{where}: pattern {pattern.text!r} does not compile: {exc}") from exc
+            compiled.append(KBEntry(entry=entry, family=content.family, order=len(compiled), patterns=patterns))
+        if not proven:
+            unproven.append(file)
     if len(compiled) < minimum:
         raise ConfigError(f"the knowledge base in {path} has {len(compiled)} entries; at least {minimum} are expected")
+    for file in unproven:
+        cache.prove(file, PATTERNS_COMPILE)
     return KnowledgeBase(compiled)

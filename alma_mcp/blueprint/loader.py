@@ -7,6 +7,7 @@ and resource count. Duplicate mapping keys are parse errors: PyYAML would silent
 """
 
 import difflib
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -266,7 +267,12 @@ def _inner_model(annotation: Any) -> Any:
     return None
 
 
-_RESOURCES: Final = TypeAdapter(list[Resource])
+@functools.cache
+def _resources_adapter() -> TypeAdapter[list[Resource]]:
+    # Built on first use, not at import: a stdio start never validates a blueprint.
+    return TypeAdapter(list[Resource])
+
+
 # Resources validated per chunk of this many: each chunk's models (about 3 KB a resource) are still in
 # the CPU cache when their graph nodes are read, where one bulk validation of 10,000 would have
 # pushed the first ones out to memory before a second pass could read them.
@@ -284,9 +290,10 @@ def validated_with_nodes(data: Mapping[str, Any]) -> tuple[Blueprint, list[Node]
         return None
     validated: list[Resource] = []
     nodes: list[Node] = []
+    adapter = _resources_adapter()
     try:
         for start in range(0, len(resources), CHUNK):
-            part = _RESOURCES.validate_python(resources[start : start + CHUNK])
+            part = adapter.validate_python(resources[start : start + CHUNK])
             nodes.extend(node_of(start + offset, res) for offset, res in enumerate(part))
             validated.extend(part)
         blueprint = Blueprint.model_validate({**data, "resources": validated})

@@ -21,6 +21,7 @@ from alma_mcp.analysis.troubleshoot import (
 )
 from alma_mcp.analysis.troubleshoot_kb import load_knowledge_base
 from alma_mcp.blueprint.loader import load_blueprint
+from alma_mcp.datacache import ParseCache
 from alma_mcp.errors import ConfigError, InvalidRequest
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -197,3 +198,39 @@ def test_broken_knowledge_base_stops_start_up(tmp_path: Path) -> None:
     (folder / "proxmox.yaml").write_text(text)
     with pytest.raises(ConfigError, match="at least 500"):
         load_knowledge_base(folder, minimum=500)
+
+
+def test_patterns_proven_by_an_earlier_start_compile_on_first_use(tmp_path: Path) -> None:
+    folder = tmp_path / "kb"
+    shutil.copytree(KB_PATH, folder)
+    cache = ParseCache(tmp_path / "cache")
+    first = load_knowledge_base(folder, cache=cache)
+    assert all("regex" in vars(p) for e in first for p in e.patterns)  # compiled: the check
+    assert len(list((tmp_path / "cache").glob("*.proven"))) == len(list(folder.glob("*.yaml"))) == 5
+    second = load_knowledge_base(folder, cache=cache)
+    assert not any("regex" in vars(p) for e in second for p in e.patterns)
+    for symptom, expected in (
+        ("Bind for 0.0.0.0:80 failed: port is already allocated", "docker.port-allocated"),
+        ("TASK ERROR: VM is locked (backup)", "proxmox.vm-locked"),
+    ):
+        assert troubleshoot(second, symptom=symptom).diagnoses[0].id == expected
+        assert troubleshoot(first, symptom=symptom).diagnoses[0].id == expected
+    # A proof belongs to the bytes it was made for: an edited file is compiled, and fails, at start-up.
+    text = (folder / "proxmox.yaml").read_text()
+    (folder / "proxmox.yaml").write_text(text.replace("'VM is locked", "'VM is (locked", 1))
+    with pytest.raises(ConfigError, match="does not compile"):
+        load_knowledge_base(folder, cache=cache)
+    assert len(list((tmp_path / "cache").glob("*.proven"))) == 5
+
+
+def test_nothing_is_proven_without_a_cache(tmp_path: Path) -> None:
+    data = tmp_path / "data.yaml"
+    data.write_text("a: 1\n")
+    off = ParseCache(None)
+    off.prove(data, "a fact")
+    assert not off.proven(data, "a fact")
+    on = ParseCache(tmp_path / "cache")
+    assert not on.proven(data, "a fact")
+    on.prove(data, "a fact")
+    assert on.proven(data, "a fact")
+    assert not on.proven(data, "another fact")
