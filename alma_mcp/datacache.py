@@ -8,6 +8,9 @@ bytes, the parser and its limits, and PyYAML's version, so an edited file, anoth
 upgrade is never served an old value. Only successful parses are stored, and only the
 parse is cached: every start still validates each value against its model, so a broken file still
 stops start-up. An unreadable, corrupt or unwritable entry is a miss, never an error.
+
+The same folder records facts a loader proved of a file's exact bytes (``prove``/``proven``), so a
+later start with the same bytes may defer work that only re-proves them, such as compiling patterns.
 """
 
 from __future__ import annotations
