@@ -53,6 +53,9 @@ class ParseCache:
 
     def __init__(self, directory: Path | None) -> None:
         self.directory = directory
+        # SHA-256 of the bytes each file had when this cache last read it: facts are proven of those
+        # bytes, not of whatever the file holds by the time the loader has finished checking them.
+        self._read: dict[Path, str] = {}
 
     @classmethod
     def from_setting(cls, value: str | None) -> ParseCache:
@@ -71,7 +74,7 @@ class ParseCache:
             UnicodeDecodeError: it is not UTF-8.
             yaml.YAMLError: it is not YAML.
         """
-        return self._read(path, "data_file", load_data_file)
+        return self._parsed(path, "data_file", load_data_file)
 
     def document(self, path: Path, limits: Limits) -> Any:
         """A data file parsed like ``parse_document`` (duplicate keys refused, limits applied).
@@ -80,38 +83,43 @@ class ParseCache:
             OSError, UnicodeDecodeError: the file cannot be read as UTF-8 text.
             BlueprintError: a limit or a parse error, with its code.
         """
-        return self._read(path, f"document:{limits!r}", lambda text: parse_document(text, limits))
+        return self._parsed(path, f"document:{limits!r}", lambda text: parse_document(text, limits))
 
     def proven(self, path: Path, fact: str) -> bool:
-        """Whether ``fact`` was recorded for these very bytes of ``path`` (by ``prove``, on an earlier start).
+        """Whether an earlier start recorded ``fact`` (by ``prove``) for the bytes this cache last read
+        from ``path`` (through ``data_file`` or ``document``); False for a file it has not read.
 
         A fact is something a loader checked that depends only on the bytes and on ``fact`` itself
         (which names what was checked and how, e.g. the regular-expression flags) and this Python: the
         loader may then skip checking it again and do the work on first use instead.
         """
-        if self.directory is None:
-            return False
-        try:
-            return (self.directory / f"{_fact_key(path.read_bytes(), fact)}.proven").is_file()
-        except OSError:
-            return False
+        marker = self._marker(path, fact)
+        return marker is not None and marker.is_file()
 
     def prove(self, path: Path, fact: str) -> None:
-        """Record ``fact`` for the bytes ``path`` holds now; call it only once the check has passed."""
-        if self.directory is None:
+        """Record ``fact`` for the bytes this cache last read from ``path``, once the check has passed."""
+        marker = self._marker(path, fact)
+        if marker is None:
             return
         try:
-            marker = self.directory / f"{_fact_key(path.read_bytes(), fact)}.proven"
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            marker.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             marker.touch()
         except OSError as exc:
             logger.debug("parse cache: cannot record %s for %s: %s", fact, path.name, exc)
 
-    def _read(self, path: Path, parser: str, parse: Callable[[str], Any]) -> Any:
+    def _marker(self, path: Path, fact: str) -> Path | None:
+        content = self._read.get(path)
+        if self.directory is None or content is None:
+            return None
+        version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+        return self.directory / f"{_key(content, 'fact', fact, version)}.proven"
+
+    def _parsed(self, path: Path, parser: str, parse: Callable[[str], Any]) -> Any:
         raw = path.read_bytes()
         if self.directory is None:
             return parse(raw.decode("utf-8"))
-        entry = self.directory / f"{_key(raw, parser)}.json"
+        content = self._read[path] = hashlib.sha256(raw).hexdigest()
+        entry = self.directory / f"{_key(content, parser, yaml.__version__)}.json"
         try:
             value = json.loads(entry.read_bytes())
         except (OSError, ValueError):
@@ -142,19 +150,9 @@ class ParseCache:
             logger.debug("parse cache: cannot store %s: %s", entry.name, exc)
 
 
-def _key(raw: bytes, parser: str) -> str:
-    digest = hashlib.sha256()
-    header = f"{FORMAT}\0{parser}\0{yaml.__version__}\0"
-    digest.update(header.encode())
-    digest.update(raw)
-    return digest.hexdigest()
-
-
-def _fact_key(raw: bytes, fact: str) -> str:
-    digest = hashlib.sha256()
-    digest.update(f"{FORMAT}\0fact\0{fact}\0{sys.version_info[0]}.{sys.version_info[1]}\0".encode())
-    digest.update(raw)
-    return digest.hexdigest()
+def _key(content: str, *about: str) -> str:
+    """An entry's name: the content's SHA-256 with everything else the entry depends on."""
+    return hashlib.sha256("\0".join((str(FORMAT), *about, content)).encode()).hexdigest()
 
 
 def _plain(value: Any) -> bool:

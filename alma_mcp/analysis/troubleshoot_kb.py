@@ -126,13 +126,13 @@ def load_knowledge_base(path: Path, *, minimum: int = MIN_ENTRIES, cache: ParseC
     owner: dict[str, str] = {}
     unproven: list[Path] = []
     for file in files:
-        # Compiling 250 patterns is most of loading the knowledge base; bytes an earlier start has
-        # compiled (recorded in the parse cache) compile again on first use instead.
-        proven = cache.proven(file, PATTERNS_COMPILE)
         try:
             content = _File.model_validate(cache.data_file(file))
         except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError) as exc:
             raise ConfigError(f"knowledge-base file {file.name} is invalid: {exc}", data={"file": str(file)}) from exc
+        # Compiling 250 patterns is most of loading the knowledge base; bytes an earlier start has
+        # compiled (recorded in the parse cache) compile again on first use instead.
+        proven = cache.proven(file, PATTERNS_COMPILE)
         for entry in content.entries:
             where = f"knowledge-base file {file.name}, entry {entry.id}"
             if entry.id in owner:

@@ -223,14 +223,25 @@ def test_patterns_proven_by_an_earlier_start_compile_on_first_use(tmp_path: Path
     assert len(list((tmp_path / "cache").glob("*.proven"))) == 5
 
 
-def test_nothing_is_proven_without_a_cache(tmp_path: Path) -> None:
+def test_a_fact_is_proven_of_the_bytes_read_and_nothing_is_without_a_cache(tmp_path: Path) -> None:
     data = tmp_path / "data.yaml"
     data.write_text("a: 1\n")
     off = ParseCache(None)
+    assert off.data_file(data) == {"a": 1}
     off.prove(data, "a fact")
     assert not off.proven(data, "a fact")
     on = ParseCache(tmp_path / "cache")
+    on.prove(data, "a fact")  # not read through this cache yet: nothing to prove it of
     assert not on.proven(data, "a fact")
+    assert on.data_file(data) == {"a": 1}
+    assert not on.proven(data, "a fact")
+    # The file changes after it was read and checked: the proof is of the bytes that were checked.
+    data.write_text("a: 2\n")
     on.prove(data, "a fact")
     assert on.proven(data, "a fact")
     assert not on.proven(data, "another fact")
+    assert on.data_file(data) == {"a": 2}
+    assert not on.proven(data, "a fact")
+    data.write_text("a: 1\n")
+    assert on.data_file(data) == {"a": 1}
+    assert on.proven(data, "a fact")
