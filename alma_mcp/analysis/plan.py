@@ -155,8 +155,10 @@ def plan_deployment(
     *,
     nodes: list[Node] | None = None,
 ) -> DeploymentPlan:
-    """The plan; with ``max_items``, exactly ``trim(full plan, max_items)``, without building what the
-    trim would drop (at 10,000 resources most of the steps, rollback entries and summary lines).
+    """The plan; with ``max_items``, within that output budget: when there are more steps, only the first
+    ``max_items`` steps, waves, rollback entries, destroy waves, critical-path names and summary lines
+    (then "... and N more") are built, ``steps_omitted`` and ``waves_omitted`` count the rest, and
+    counts and totals still cover everything. At 10,000 resources most of the plan is never built.
 
     ``nodes``, when the caller has them (``load_with_nodes``), are the target's graph nodes.
 
@@ -196,7 +198,7 @@ def plan_deployment(
     for action in actions:
         counts[action] += 1
     needs, targets = graph.needs, len(nodes)
-    # trim() cuts only when the steps outgrow the budget (waves never outnumber steps).
+    # Cut only when the steps outgrow the budget (waves never outnumber steps).
     cut = max_items if max_items is not None and len(order) > max_items else None
     plan = DeploymentPlan(
         summary=_summary(order, columns, counts, cut),
@@ -226,7 +228,7 @@ def plan_deployment(
         ],
     )
     if cut is not None:
-        # Set as trim() sets them, so a dump of only the fields set is the same either way.
+        # Only a cut plan counts what it left out (set then, so a dump of the fields set shows them).
         plan.steps_omitted = len(order) - cut
         plan.waves_omitted = len(waves) - len(plan.waves)
     return plan
@@ -354,25 +356,3 @@ def _summary(order: Sequence[int], columns: _Columns, counts: dict[str, int], cu
     if cut is not None and changes > cut:
         lines.append(f"  ... and {changes - cut} more")
     return "\n".join(lines)
-
-
-def trim(plan: DeploymentPlan, max_items: int) -> DeploymentPlan:
-    """The plan within an output budget: long step, wave and summary lists cut, with counts of the rest."""
-    if len(plan.steps) <= max_items and len(plan.waves) <= max_items:
-        return plan
-    lines = plan.summary.splitlines()
-    summary = "\n".join(lines[: max_items + 1])
-    if len(lines) > max_items + 1:
-        summary += f"\n  ... and {len(lines) - max_items - 1} more"
-    return plan.model_copy(
-        update={
-            "summary": summary,
-            "steps": plan.steps[:max_items],
-            "steps_omitted": max(0, len(plan.steps) - max_items),
-            "waves": plan.waves[:max_items],
-            "waves_omitted": max(0, len(plan.waves) - max_items),
-            "destroy_order": plan.destroy_order[:max_items],
-            "rollback_order": plan.rollback_order[:max_items],
-            "critical_path": plan.critical_path[:max_items],
-        }
-    )

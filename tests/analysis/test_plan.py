@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alma_mcp.analysis.durations import DurationTable, load_durations
-from alma_mcp.analysis.plan import makespan, plan_deployment, trim
+from alma_mcp.analysis.plan import DeploymentPlan, makespan, plan_deployment
 from alma_mcp.blueprint.loader import load_blueprint, load_with_nodes
 from alma_mcp.blueprint.model import Blueprint
 from alma_mcp.errors import BlueprintCycle, BlueprintError
@@ -157,14 +157,40 @@ def test_an_unknown_dependency_is_refused() -> None:
     )
 
 
-def test_trim_keeps_counts_of_what_it_cut() -> None:
-    plan = plan_deployment(bp(*({"name": f"r{i}"} for i in range(30))), None, DURATIONS)
-    small = trim(plan, 10)
+def test_a_budgeted_plan_keeps_counts_of_what_it_cut() -> None:
+    target = bp(*({"name": f"r{i}"} for i in range(30)))
+    plan = plan_deployment(target, None, DURATIONS)
+    small = plan_deployment(target, None, DURATIONS, max_items=10)
     assert len(small.steps) == 10
     assert small.steps_omitted == 20
     assert small.summary.splitlines()[-1] == "  ... and 20 more"
     assert small.counts == plan.counts
-    assert trim(plan, 100) is plan
+    roomy = plan_deployment(target, None, DURATIONS, max_items=100)
+    assert roomy == plan
+    assert roomy.model_fields_set == plan.model_fields_set
+
+
+def trim(plan: DeploymentPlan, max_items: int) -> DeploymentPlan:
+    """The plain definition of a plan within an output budget (the full plan, then its long lists cut):
+    what ``plan_deployment(max_items=...)`` must build directly."""
+    if len(plan.steps) <= max_items and len(plan.waves) <= max_items:
+        return plan
+    lines = plan.summary.splitlines()
+    summary = "\n".join(lines[: max_items + 1])
+    if len(lines) > max_items + 1:
+        summary += f"\n  ... and {len(lines) - max_items - 1} more"
+    return plan.model_copy(
+        update={
+            "summary": summary,
+            "steps": plan.steps[:max_items],
+            "steps_omitted": max(0, len(plan.steps) - max_items),
+            "waves": plan.waves[:max_items],
+            "waves_omitted": max(0, len(plan.waves) - max_items),
+            "destroy_order": plan.destroy_order[:max_items],
+            "rollback_order": plan.rollback_order[:max_items],
+            "critical_path": plan.critical_path[:max_items],
+        }
+    )
 
 
 def test_the_duration_table_must_cover_every_type(tmp_path: Path) -> None:
